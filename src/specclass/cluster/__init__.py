@@ -1,0 +1,1 @@
+"""Cluster support: SLURM job scripts, submission, arrays; device strategies."""

@@ -1,0 +1,1 @@
+"""Sub-command groups of the ``specclass`` CLI (see :mod:`specclass.cli`)."""

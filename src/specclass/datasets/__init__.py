@@ -1,0 +1,1 @@
+"""Non-spectral learning datasets (the Keras MNIST track)."""

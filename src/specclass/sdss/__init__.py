@@ -1,0 +1,1 @@
+"""Talking to SDSS: SkyServer SQL queries, SAS URLs and downloads."""

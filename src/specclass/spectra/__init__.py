@@ -1,0 +1,1 @@
+"""Spectral pipeline steps: common grid, labels, ZWARNING bits, dataset files and splits."""
