@@ -1,0 +1,437 @@
+"""Evaluate a classifier's predictions: metrics, confusion matrices, breakdowns.
+
+The one entry point shared by spectral and MNIST runs is
+:func:`evaluate_predictions`; it turns true labels and predicted class
+probabilities into a JSON-serialisable ``dict``. :func:`evaluate_run` does the
+whole job for a spectral run folder: load the run, predict on a split of a
+dataset, and write ``metrics.json``, ``misclassified.csv``, the plots and
+``report.html`` into the run folder.
+
+Metrics come from scikit-learn (``accuracy_score``,
+``precision_recall_fscore_support``, ``confusion_matrix``); labels are always
+passed as ``range(n_classes)`` so the confusion matrix keeps the saved class
+order and a class absent from the test split keeps its (empty) row.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: A class with fewer test examples than this is flagged in the metrics and report:
+#: its recall moves by more than 5 percentage points with a single example.
+SMALL_CLASS_THRESHOLD = 20
+
+#: Columns of ``misclassified.csv`` and of each entry of ``metrics["misclassified"]``.
+MISCLASSIFIED_COLUMNS = ("index", "file", "plate", "mjd", "fiberid", "true", "predicted", "probability", "probability_true")
+
+
+def evaluate_predictions(
+    y_true: Sequence[int] | np.ndarray,
+    proba: np.ndarray,
+    class_names: Sequence[str],
+    meta: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Score predicted class probabilities against true labels.
+
+    Args:
+        y_true: ``(N,)`` integer class indices into ``class_names``.
+        proba: ``(N, C)`` float predicted probabilities (softmax output), ``C ==
+            len(class_names)``; the prediction is ``argmax`` over axis 1 (ties go to
+            the first class, as ``numpy.argmax``).
+        class_names: the ``C`` class names in the model's fixed, saved order.
+        meta: optional metadata table, a mapping of ``(N,)`` arrays as in
+            :data:`specclass.spectra.dataset.META_COLUMNS`. Used columns: ``zwarning``
+            (breakdown by ZWARNING), ``source`` (breakdown by data source), ``file``,
+            ``plate``, ``mjd``, ``fiberid`` (identify misclassified rows).
+
+    Returns:
+        A JSON-serialisable dict with keys:
+
+        - ``n``, ``class_names``, ``accuracy``, ``balanced_accuracy`` (mean per-class
+          recall over the classes present in ``y_true``; scikit-learn's definition);
+        - ``per_class``: list, in class order, of ``{"name", "precision", "recall",
+          "f1", "support", "predicted", "small"}`` (scikit-learn
+          ``precision_recall_fscore_support``, ``zero_division=0``);
+        - ``confusion_matrix``: ``{"labels", "counts", "normalized"}``; rows are true
+          classes, columns predicted, in ``class_names`` order; ``normalized`` divides
+          each row by its support (a row with no examples is all ``None``);
+        - ``small_classes``: names of classes with fewer than
+          :data:`SMALL_CLASS_THRESHOLD` test examples, and ``warnings`` (text);
+        - ``by_zwarning`` (when ``meta`` has ``zwarning``): groups ``"zwarning == 0"``,
+          ``"zwarning != 0"``, ``"unknown"`` (value < 0), and ``per_bit`` by bit name
+          (when :mod:`specclass.spectra.zwarning` exists) or ``"bit N"`` otherwise;
+          each group ``{"n", "n_correct", "accuracy"}``;
+        - ``by_source`` (when ``meta`` has ``source``): same per source value;
+        - ``misclassified``: list of dicts with :data:`MISCLASSIFIED_COLUMNS`, sorted
+          by decreasing predicted probability (the most confident mistakes first).
+
+    Raises:
+        ValueError: if shapes disagree, ``proba`` has a column count other than
+            ``len(class_names)``, a label is outside ``[0, C)``, or a meta column has
+            the wrong length (the message names the column).
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    class_names = [str(c) for c in class_names]
+    n_classes = len(class_names)
+    if proba.ndim != 2 or proba.shape[1] != n_classes:
+        raise ValueError(f"proba has shape {proba.shape}, expected (N, {n_classes}) for classes {class_names}")
+    if y_true.shape != (proba.shape[0],):
+        raise ValueError(f"y_true has shape {y_true.shape}, expected ({proba.shape[0]},) to match proba")
+    if y_true.size and not np.issubdtype(y_true.dtype, np.integer):
+        raise ValueError(f"y_true must hold integer class indices, got dtype {y_true.dtype}")
+    y_true = y_true.astype(np.int64)
+    if y_true.size and (y_true.min() < 0 or y_true.max() >= n_classes):
+        raise ValueError(f"y_true has labels outside [0, {n_classes}): min {y_true.min()}, max {y_true.max()}")
+    if meta is not None:
+        for key, col in meta.items():
+            if np.shape(col) != y_true.shape:
+                raise ValueError(f"meta column {key!r} has shape {np.shape(col)}, expected {y_true.shape}")
+
+    n = int(y_true.size)
+    labels = list(range(n_classes))
+    y_pred = proba.argmax(axis=1) if n else np.zeros(0, dtype=np.int64)
+    p_pred = proba[np.arange(n), y_pred] if n else np.zeros(0)
+    p_true = proba[np.arange(n), y_true] if n else np.zeros(0)
+
+    counts = confusion_matrix(y_true, y_pred, labels=labels) if n else np.zeros((n_classes, n_classes), dtype=np.int64)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    ) if n else (np.zeros(n_classes),) * 3 + (np.zeros(n_classes, dtype=np.int64),)
+    support = np.asarray(support, dtype=np.int64)
+    normalized: list[list[float | None]] = []
+    for i in range(n_classes):
+        row_sum = counts[i].sum()
+        normalized.append([float(c / row_sum) for c in counts[i]] if row_sum else [None] * n_classes)
+
+    present = support > 0
+    balanced = float(np.mean(recall[present])) if present.any() else float("nan")
+    small = [class_names[i] for i in range(n_classes) if support[i] < SMALL_CLASS_THRESHOLD]
+    warnings = [
+        (f"class {class_names[i]!r} has no examples in this split; its recall is undefined"
+         if support[i] == 0 else
+         f"class {class_names[i]!r} has only {int(support[i])} test example(s) (< {SMALL_CLASS_THRESHOLD}); "
+         "its recall and precision are not reliable")
+        for i in range(n_classes)
+        if support[i] < SMALL_CLASS_THRESHOLD
+    ]
+    per_class = [
+        {
+            "name": class_names[i],
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            "predicted": int(counts[:, i].sum()),
+            "small": bool(support[i] < SMALL_CLASS_THRESHOLD),
+        }
+        for i in range(n_classes)
+    ]
+    correct = y_pred == y_true
+    result: dict[str, Any] = {
+        "n": n,
+        "class_names": class_names,
+        "accuracy": float(accuracy_score(y_true, y_pred)) if n else float("nan"),
+        "balanced_accuracy": balanced,
+        "per_class": per_class,
+        "confusion_matrix": {"labels": class_names, "counts": counts.astype(int).tolist(), "normalized": normalized},
+        "small_class_threshold": SMALL_CLASS_THRESHOLD,
+        "small_classes": small,
+        "warnings": warnings,
+    }
+    if meta is not None and "zwarning" in meta:
+        result["by_zwarning"] = _zwarning_breakdown(np.asarray(meta["zwarning"]).astype(np.int64), correct)
+    if meta is not None and "source" in meta:
+        source = np.asarray(meta["source"]).astype(str)
+        result["by_source"] = {
+            (s or "unknown"): _group(correct, source == s) for s in sorted(set(source.tolist()))
+        }
+    result["misclassified"] = _misclassified(y_true, y_pred, p_pred, p_true, class_names, meta)
+    return _nan_to_none(result)
+
+
+def _group(correct: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    k = int(mask.sum())
+    good = int(correct[mask].sum())
+    return {"n": k, "n_correct": good, "accuracy": (good / k) if k else None}
+
+
+def _zwarning_bit_name(bit: int) -> str:
+    """Name of ZWARNING bit ``bit`` from :mod:`specclass.spectra.zwarning` when it has one."""
+    try:
+        from specclass.spectra import zwarning as zw
+    except ImportError:
+        return f"bit {bit}"
+    for attr in ("ZWARNING_BITS", "BITS", "BIT_NAMES"):
+        table = getattr(zw, attr, None)
+        if isinstance(table, Mapping):
+            if bit in table and isinstance(table[bit], str):
+                return table[bit]
+            for name, value in table.items():  # name -> bit, or name -> 2**bit
+                if isinstance(name, str) and value in (bit, 1 << bit):
+                    return name
+        elif isinstance(table, (list, tuple)) and bit < len(table) and isinstance(table[bit], str):
+            return table[bit]
+    for attr in ("decode", "bit_names", "decode_zwarning", "zwarning_names"):
+        fn = getattr(zw, attr, None)
+        if callable(fn):
+            try:
+                names = list(fn(1 << bit))
+            except Exception:  # noqa: BLE001 - an interface we do not know; fall back
+                continue
+            if len(names) == 1 and isinstance(names[0], str):
+                return names[0]
+    return f"bit {bit}"
+
+
+def _zwarning_breakdown(zwarning: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
+    known = zwarning >= 0
+    out: dict[str, Any] = {
+        "zwarning == 0": _group(correct, zwarning == 0),
+        "zwarning != 0": _group(correct, known & (zwarning != 0)),
+        "unknown": _group(correct, ~known),
+    }
+    per_bit: dict[str, Any] = {}
+    if known.any():
+        top = int(zwarning[known].max()).bit_length()
+        for bit in range(top):
+            mask = known & ((zwarning & (1 << bit)) != 0)
+            if mask.any():
+                per_bit[_zwarning_bit_name(bit)] = {"bit": bit, **_group(correct, mask)}
+    out["per_bit"] = per_bit
+    return out
+
+
+def _misclassified(y_true, y_pred, p_pred, p_true, class_names, meta) -> list[dict[str, Any]]:
+    wrong = np.flatnonzero(y_pred != y_true)
+    wrong = wrong[np.argsort(-p_pred[wrong], kind="stable")]
+    rows = []
+    for i in wrong:
+        row: dict[str, Any] = {"index": int(i)}
+        for key, default in (("file", ""), ("plate", -1), ("mjd", -1), ("fiberid", -1)):
+            if meta is not None and key in meta:
+                value = np.asarray(meta[key])[i]
+                row[key] = str(value) if key == "file" else int(value)
+            else:
+                row[key] = default
+        row.update(
+            true=class_names[int(y_true[i])],
+            predicted=class_names[int(y_pred[i])],
+            probability=float(p_pred[i]),
+            probability_true=float(p_true[i]),
+        )
+        rows.append(row)
+    return rows
+
+
+def _nan_to_none(obj: Any) -> Any:
+    """Replace NaN floats with ``None`` so ``json.dumps(allow_nan=False)`` works."""
+    if isinstance(obj, float):
+        return None if obj != obj else obj
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------- files
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_metrics_json(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``metrics`` as strict JSON (no NaN), atomically; return the path."""
+    return write_text_atomic(path, json.dumps(_nan_to_none(dict(metrics)), indent=2, allow_nan=False) + "\n")
+
+
+def write_misclassified_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Write misclassified rows (columns :data:`MISCLASSIFIED_COLUMNS`) as CSV, atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(MISCLASSIFIED_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return write_text_atomic(path, buf.getvalue())
+
+
+def dataset_summary(y: np.ndarray, class_names: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """Count examples per class: ``{"n", "per_class": {name: count}, **extra}`` (JSON-ready)."""
+    y = np.asarray(y).astype(np.int64)
+    counts = np.bincount(y[y >= 0], minlength=len(class_names)) if y.size else np.zeros(len(class_names), int)
+    return {"n": int(y.size), "per_class": {str(c): int(k) for c, k in zip(class_names, counts)}, **extra}
+
+
+# --------------------------------------------------------------------------- run folders
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    dataset: Any,
+    split: str = "test",
+    *,
+    max_gallery: int = 12,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Evaluate a spectral run folder on one split of a dataset and write the results.
+
+    Loads the run with :func:`specclass.persistence.load_run` (model, preprocessing,
+    class names, history), applies the run's saved preprocessing to the split's
+    ``flux``/``ivar``, predicts, scores with :func:`evaluate_predictions` and writes
+    into ``run_dir``: ``metrics.json``, ``misclassified.csv``,
+    ``confusion_matrix.png``, ``curves.png`` (when the run has a history),
+    ``misclassified_spectra.png`` (when anything is misclassified) and
+    ``report.html``.
+
+    Args:
+        run_dir: the run folder written by ``specclass train``.
+        dataset: a :class:`specclass.spectra.dataset.SpectralDataset` or a path to a
+            dataset file.
+        split: 'train', 'val', 'test', or 'all' (every row, ignoring the split column).
+
+    Returns:
+        The metrics dict (as written to ``metrics.json``) with an added ``"files"``
+        entry mapping each written file's role to its path (str).
+
+    Raises:
+        ValueError: if the split is empty, or the dataset's class names differ from
+            the run's (names both lists).
+        FileNotFoundError: if the run folder or dataset file does not exist.
+    """
+    from specclass import persistence, plots, report
+    from specclass.spectra.dataset import SpectralDataset
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
+    if not isinstance(dataset, SpectralDataset):
+        dataset_path = Path(dataset)
+        dataset = SpectralDataset.load(dataset_path)
+    else:
+        dataset_path = None
+    data = dataset if split == "all" else dataset.split(split)
+    if len(data) == 0:
+        raise ValueError(f"dataset split {split!r} is empty (meta['split'] has no rows for it)")
+    run = persistence.load_run(run_dir)
+    model = _attr(run, "model")
+    preprocessor = _attr(run, "preprocessor")
+    class_names = list(_attr(run, "class_names", None) or getattr(preprocessor, "class_names", None) or [])
+    if class_names and list(data.class_names) != class_names:
+        raise ValueError(
+            f"dataset class names {list(data.class_names)} differ from the run's {class_names} "
+            f"(run folder {run_dir}); labels would be misread"
+        )
+    class_names = class_names or list(data.class_names)
+    x = preprocessor.transform(data.flux, data.ivar) if _takes_ivar(preprocessor) else preprocessor.transform(data.flux)
+    proba = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    metrics = evaluate_predictions(data.labels, proba, class_names, meta=data.meta)
+    metrics["split"] = split
+    metrics["dataset"] = dict(
+        dataset_summary(data.labels, class_names),
+        file=str(dataset_path) if dataset_path else None,
+        label_scheme=dataset.attrs.get("label_scheme"),
+        n_total=len(dataset),
+        sources=sorted(set(np.asarray(data.meta["source"]).astype(str).tolist())),
+    )
+
+    files: dict[str, str] = {}
+    files["metrics"] = str(write_metrics_json(metrics, run_dir / "metrics.json"))
+    files["misclassified_csv"] = str(write_misclassified_csv(metrics["misclassified"], run_dir / "misclassified.csv"))
+    images: dict[str, Path] = {}
+    images["Confusion matrix"] = plots.plot_confusion_matrix(
+        np.array(metrics["confusion_matrix"]["counts"]), class_names, run_dir / "confusion_matrix.png"
+    )
+    history = _attr(run, "history", None) or _read_history(run_dir)
+    if history:
+        images["Training curves"] = plots.plot_history(history, run_dir / "curves.png")
+    wrong = [row["index"] for row in metrics["misclassified"][:max_gallery]]
+    if wrong:
+        images["Misclassified spectra"] = plots.plot_spectra_gallery(
+            data.wavelength,
+            data.flux[wrong],
+            [metrics["misclassified"][k]["true"] for k in range(len(wrong))],
+            [metrics["misclassified"][k]["predicted"] for k in range(len(wrong))],
+            [metrics["misclassified"][k]["probability"] for k in range(len(wrong))],
+            run_dir / "misclassified_spectra.png",
+            titles=[_spectrum_title(metrics["misclassified"][k]) for k in range(len(wrong))],
+            ivar=data.ivar[wrong],
+        )
+    for key, p in images.items():
+        files[key] = str(p)
+    config = _attr(run, "config", None) or _read_json(run_dir / "config.json") or {}
+    files["report"] = str(
+        report.write_report(
+            run_dir / "report.html",
+            title=f"specclass run {run_dir.name}: {split} split",
+            config=config,
+            dataset=metrics["dataset"],
+            metrics=metrics,
+            images=images,
+        )
+    )
+    metrics["files"] = files
+    return metrics
+
+
+def _attr(obj: Any, name: str, *default: Any) -> Any:
+    if isinstance(obj, Mapping):
+        if name in obj:
+            return obj[name]
+    elif hasattr(obj, name):
+        return getattr(obj, name)
+    if default:
+        return default[0]
+    raise AttributeError(f"loaded run has no {name!r} (specclass.persistence.load_run returned {type(obj).__name__})")
+
+
+def _takes_ivar(preprocessor: Any) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(preprocessor.transform).parameters
+    except (TypeError, ValueError):
+        return False
+    return len([p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _read_history(run_dir: Path) -> dict[str, list[float]] | None:
+    history = _read_json(run_dir / "history.json")
+    if isinstance(history, Mapping) and "history" in history and isinstance(history["history"], Mapping):
+        history = history["history"]
+    return dict(history) if isinstance(history, Mapping) else None
+
+
+def _spectrum_title(row: Mapping[str, Any]) -> str:
+    if row.get("plate", -1) >= 0:
+        return f"{row['plate']:04d}-{row['mjd']:05d}-{row['fiberid']:04d}"
+    return Path(str(row.get("file") or f"row {row['index']}")).name

@@ -1,0 +1,237 @@
+"""Figures for a run: training curves, confusion matrices, spectra and digit galleries.
+
+Every function draws with matplotlib's object-oriented API on an Agg canvas
+(:class:`matplotlib.figure.Figure`, no ``pyplot`` state, so it works headless and
+does not touch a notebook's backend), writes a PNG atomically (temp file in the
+same folder, then rename) and returns the path written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+#: History keys tried, in order, for the accuracy curve (Keras names its metric
+#: after the string given to ``compile``).
+ACCURACY_KEYS = ("accuracy", "sparse_categorical_accuracy", "acc", "categorical_accuracy")
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically and return ``path`` (a :class:`Path`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=dpi)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Accuracy and loss per epoch, training vs validation, side by side.
+
+    Args:
+        history: Keras ``History.history``-style dict: ``loss`` and optionally
+            ``val_loss``, an accuracy key (one of :data:`ACCURACY_KEYS`) and its
+            ``val_`` twin; each a list of per-epoch floats.
+        path: the PNG to write.
+        title: optional figure title.
+
+    Raises:
+        ValueError: if ``history`` has neither a loss nor an accuracy series.
+    """
+    acc_key = next((k for k in ACCURACY_KEYS if k in history), None)
+    if "loss" not in history and acc_key is None:
+        raise ValueError(f"history has no 'loss' or accuracy series (keys: {sorted(history)})")
+    fig = _new_figure(10, 4)
+    axes = fig.subplots(1, 2)
+    for ax, key, label in ((axes[0], acc_key, "accuracy"), (axes[1], "loss", "loss")):
+        if key is None or key not in history:
+            ax.text(0.5, 0.5, f"no {label} recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        train = np.asarray(history[key], dtype=float)
+        epochs = np.arange(1, train.size + 1)
+        ax.plot(epochs, train, "o-", ms=3, label="training")
+        if f"val_{key}" in history:
+            val = np.asarray(history[f"val_{key}"], dtype=float)
+            ax.plot(np.arange(1, val.size + 1), val, "s-", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(
+    counts: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """Confusion matrix in counts (left) and row-normalised (right).
+
+    Args:
+        counts: ``(C, C)`` integer counts; row = true class, column = predicted
+            class, both in ``class_names`` order (the model's saved order; the axes
+            are labelled in that order, never re-sorted).
+        class_names: the ``C`` class names.
+        path: the PNG to write.
+
+    Raises:
+        ValueError: if ``counts`` is not ``(C, C)``.
+    """
+    counts = np.asarray(counts)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"counts has shape {counts.shape}, expected ({n}, {n}) for classes {list(class_names)}")
+    row = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.where(row > 0, counts / np.maximum(row, 1), np.nan)
+    size = max(4.0, 0.45 * n + 2.5)
+    fig = _new_figure(2 * size + 1, size)
+    axes = fig.subplots(1, 2)
+    annotate = n <= 20
+    for ax, mat, label, fmt in ((axes[0], counts, "counts", "d"), (axes[1], norm, "normalised by true class", ".2f")):
+        im = ax.imshow(mat, cmap="Blues", vmin=0, vmax=(1 if fmt != "d" else max(1, int(counts.max()))))
+        ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right")
+        ax.set_yticks(range(n), labels=list(class_names))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(label)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+        if annotate:
+            top = np.nanmax(mat) if np.isfinite(mat).any() else 1
+            for i in range(n):
+                for j in range(n):
+                    v = mat[i, j]
+                    text = "-" if not np.isfinite(v) else format(int(v) if fmt == "d" else v, fmt)
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                            color="white" if np.isfinite(v) and v > 0.6 * top else "black")
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_spectra_gallery(
+    wavelength: np.ndarray,
+    flux: np.ndarray,
+    true_labels: Sequence[str],
+    predicted_labels: Sequence[str],
+    probabilities: Sequence[float],
+    path: str | os.PathLike,
+    titles: Sequence[str] | None = None,
+    ivar: np.ndarray | None = None,
+    ncols: int = 3,
+) -> Path:
+    """A grid of spectra (e.g. the misclassified ones) with true / predicted labels.
+
+    Args:
+        wavelength: ``(L,)`` vacuum wavelength in Å (shared grid), or ``(K, L)`` one per
+            spectrum.
+        flux: ``(K, L)`` flux, 1e-17 erg/s/cm²/Å.
+        true_labels, predicted_labels: ``K`` class names each.
+        probabilities: ``K`` predicted-class probabilities.
+        path: the PNG to write.
+        titles: optional ``K`` panel titles (e.g. 'PLATE-MJD-FIBERID').
+        ivar: optional ``(K, L)`` inverse variance; pixels with ``ivar == 0`` are
+            not drawn (no data there).
+        ncols: panels per row.
+
+    Raises:
+        ValueError: if the lengths disagree or ``K == 0``.
+    """
+    flux = np.atleast_2d(np.asarray(flux, dtype=float))
+    k = flux.shape[0]
+    if k == 0:
+        raise ValueError("no spectra to plot")
+    if not (len(true_labels) == len(predicted_labels) == len(probabilities) == k):
+        raise ValueError(
+            f"{k} spectra but {len(true_labels)} true labels, {len(predicted_labels)} predicted labels "
+            f"and {len(probabilities)} probabilities"
+        )
+    wavelength = np.asarray(wavelength, dtype=float)
+    waves = np.broadcast_to(wavelength, flux.shape)
+    ncols = max(1, min(ncols, k))
+    nrows = int(np.ceil(k / ncols))
+    fig = _new_figure(4.2 * ncols, 2.6 * nrows)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        if i >= k:
+            ax.set_axis_off()
+            continue
+        f = flux[i].copy()
+        if ivar is not None:
+            f[np.asarray(ivar[i]) <= 0] = np.nan
+        ax.plot(waves[i], f, lw=0.5, color="k")
+        head = f"{titles[i]}\n" if titles is not None else ""
+        ax.set_title(f"{head}true {true_labels[i]} → predicted {predicted_labels[i]} (p={probabilities[i]:.2f})",
+                     fontsize=8)
+        ax.set_xlabel("wavelength [Å]", fontsize=8)
+        ax.set_ylabel("flux [1e-17 erg/s/cm²/Å]", fontsize=7)
+        ax.tick_params(labelsize=7)
+    return save_figure(fig, path)
+
+
+def plot_digits(
+    images: np.ndarray,
+    predicted: Sequence[int],
+    path: str | os.PathLike,
+    true: Sequence[int] | None = None,
+    ncols: int = 8,
+) -> Path:
+    """A grid of MNIST digits with predicted labels (red title when wrong).
+
+    Args:
+        images: ``(K, 28, 28)`` (or ``(K, H, W)`` / ``(K, H, W, 1)``) pixel arrays,
+            any scale (each image is shown with its own grey scale).
+        predicted: ``K`` predicted labels.
+        path: the PNG to write.
+        true: optional ``K`` true labels; shown as 'pred 3 (true 5)' when they differ.
+
+    Raises:
+        ValueError: if the lengths disagree or ``K == 0``.
+    """
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    k = images.shape[0] if images.ndim == 3 else 0
+    if k == 0 or len(predicted) != k or (true is not None and len(true) != k):
+        raise ValueError(
+            f"need (K, H, W) images with K > 0 and K labels; got images {images.shape}, "
+            f"{len(predicted)} predicted, {None if true is None else len(true)} true"
+        )
+    ncols = max(1, min(ncols, k))
+    nrows = int(np.ceil(k / ncols))
+    fig = _new_figure(1.3 * ncols, 1.5 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= k:
+            continue
+        ax.imshow(images[i], cmap="gray_r")
+        wrong = true is not None and int(true[i]) != int(predicted[i])
+        text = f"pred {int(predicted[i])}" + (f" (true {int(true[i])})" if wrong else "")
+        ax.set_title(text, fontsize=8, color="red" if wrong else "black")
+    return save_figure(fig, path)
