@@ -1,0 +1,225 @@
+"""One call per file: :func:`read_spectrum`, :func:`read_spectra`, :func:`iter_spectra`.
+
+The file's kind is decided from its bytes (:mod:`specclass.io.sniff`): gzip is
+recognised by its magic number whatever the suffix and decompressed in memory;
+FITS files go to the native ``spec`` parser (:mod:`specclass.io.native`) when
+they have the standard SDSS/BOSS layout, otherwise to astropy
+(:mod:`specclass.io.fits`); text goes to :mod:`specclass.io.text`; HTML error
+pages and anything else are a :class:`SpectrumReadError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from specclass.io.errors import SpectrumReadError
+from specclass.io.fits import read_fits_bytes
+from specclass.io.sniff import gunzip, sniff_kind
+from specclass.io.text import Label, read_text_bytes, resolve_label
+from specclass.spectrum import Spectrum
+
+#: Values of ``fmt``.
+FORMATS = ("auto", "spec", "spSpec-dr7", "lamost-lrs-image", "lamost-lrs-table", "iraf-1d", "table",
+           "table-rows", "text")
+#: Values of ``engine``.
+ENGINES = ("auto", "native", "astropy")
+#: File-name patterns :func:`iter_spectra` picks up inside a directory.
+SPECTRUM_SUFFIXES = (".fits", ".fit", ".fits.gz", ".fit.gz", ".fts", ".txt", ".dat")
+
+_HEAD = 1 << 18  # first read: 256 KiB covers a whole spec-lite file
+
+
+def _validate(fmt: str, engine: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt={fmt!r}; allowed: {', '.join(FORMATS)}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}; allowed: {', '.join(ENGINES)}")
+
+
+def _apply_label(spec: Spectrum, label: Label) -> Spectrum:
+    found = resolve_label(label, spec.meta.object_key)
+    if found is None:
+        return spec
+    extra = dict(spec.meta.extra)
+    extra["label_source"] = "user"
+    if spec.meta.class_ or spec.meta.subclass:
+        extra["file_label"] = (spec.meta.class_, spec.meta.subclass)
+    spec.meta = dataclasses.replace(spec.meta, class_=found[0], subclass=found[1], extra=extra)
+    return spec
+
+
+def _read_all(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str,
+    engine: str,
+    nonfinite: str,
+    row: int | None,
+    single: bool,
+) -> list[Spectrum]:
+    _validate(fmt, engine)
+    name = os.fspath(path)
+    try:
+        fh = open(name, "rb")
+    except IsADirectoryError:
+        raise SpectrumReadError(name, "is a directory, not a spectrum file") from None
+    except OSError as exc:
+        raise SpectrumReadError(name, f"cannot open ({exc.strerror or exc})") from None
+    with fh:
+        head = fh.read(_HEAD)
+        kind = sniff_kind(head[:4096])
+        data = head + fh.read()
+    if kind == "gzip":
+        data = gunzip(data, name)
+        kind = sniff_kind(data[:4096])
+        if kind == "gzip":
+            raise SpectrumReadError(name, "gzip inside gzip is not supported")
+    if kind == "empty":
+        raise SpectrumReadError(name, "file is empty")
+    if kind == "html":
+        raise SpectrumReadError(name, "is an HTML/XML page (an error page saved instead of the data?), not a spectrum")
+    if kind == "binary":
+        raise SpectrumReadError(name, "unrecognised binary file (neither FITS, gzip nor text)")
+    if kind == "text":
+        if fmt not in ("auto", "text"):
+            raise SpectrumReadError(name, f"fmt={fmt!r} but the file is text")
+        return [read_text_bytes(data, name, nonfinite=nonfinite)]
+    if fmt == "text":
+        raise SpectrumReadError(name, "fmt='text' but the file is FITS")
+    if engine == "native":
+        raise SpectrumReadError(name, "engine='native' reads only the standard spec lite/full layout")
+    layout = "auto" if fmt == "auto" else fmt
+    spectra = read_fits_bytes(data, name, nonfinite=nonfinite, row=row, layout=layout)
+    if single and len(spectra) > 1:
+        raise SpectrumReadError(
+            name,
+            f"holds {len(spectra)} spectra (one per table row); use read_spectra(path) "
+            f"or read_spectrum(path, row=0..{len(spectra) - 1})",
+        )
+    return spectra
+
+
+def read_spectrum(
+    path: str | os.PathLike[str],
+    *,
+    label: Label = None,
+    fmt: str = "auto",
+    row: int | None = None,
+    nonfinite: str = "mask",
+    engine: str = "auto",
+) -> Spectrum:
+    """Read one spectrum file of any supported format.
+
+    Args:
+        path: the file. Its format is detected from its content (gzip by magic
+            bytes, FITS layout by its HDUs, text otherwise); the suffix is ignored.
+        label: set/override CLASS and SUBCLASS: ``'STAR'``, ``('STAR', 'K7')`` or a
+            mapping ``{'PLATE-MJD-FIBER': (class, subclass)}`` from
+            :func:`specclass.io.load_text_labels`. ``meta.extra['label_source'] = 'user'``.
+        fmt: ``'auto'`` or a layout name from :data:`FORMATS` to force it.
+        row: for files with several spectra (one per table row), which row.
+        nonfinite: ``'mask'`` (NaN/inf pixels get flux = ivar = 0) or ``'raise'``.
+        engine: ``'auto'`` (native parser for standard spec files, astropy
+            otherwise), ``'native'`` (raise if the native parser cannot read it),
+            or ``'astropy'``.
+
+    Returns:
+        :class:`specclass.spectrum.Spectrum`: ``loglam``, ``flux``, ``ivar`` ``(npix,)``
+        native float32; ``and_mask`` ``(npix,)`` int32; ``meta`` with identifiers and labels.
+
+    Raises:
+        SpectrumReadError: the file cannot be read as a spectrum (message names file and reason),
+            including a multi-spectrum file read without ``row=``.
+        ValueError: ``fmt``, ``engine`` or ``nonfinite`` is not an allowed value.
+        TypeError: ``label`` has the wrong type.
+
+    Example:
+        >>> spec = read_spectrum("spec-0266-51602-0013.fits")  # doctest: +SKIP
+        >>> spec.flux.dtype, spec.meta.class_
+        (dtype('float32'), 'GALAXY')
+    """
+    spec = _read_all(path, fmt=fmt, engine=engine, nonfinite=nonfinite, row=row, single=True)[0]
+    return _apply_label(spec, label)
+
+
+def read_spectra(
+    path: str | os.PathLike[str],
+    *,
+    label: Label = None,
+    fmt: str = "auto",
+    nonfinite: str = "mask",
+    engine: str = "auto",
+) -> list[Spectrum]:
+    """Read every spectrum in one file (several for multi-row tables such as MaStar).
+
+    Same arguments, return types and errors as :func:`read_spectrum`, but returns a list;
+    ``meta.extra['row']`` gives each spectrum's table row where there is more than one.
+    """
+    spectra = _read_all(path, fmt=fmt, engine=engine, nonfinite=nonfinite, row=None, single=False)
+    return [_apply_label(s, label) for s in spectra]
+
+
+def find_spectrum_files(paths_or_dirs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and directories (recursively, sorted) into spectrum file paths.
+
+    Directories contribute files whose names end in :data:`SPECTRUM_SUFFIXES`
+    (case-insensitive); files given explicitly are always kept.
+    """
+    if isinstance(paths_or_dirs, (str, os.PathLike)):
+        paths_or_dirs = [paths_or_dirs]
+    out: list[Path] = []
+    for p in paths_or_dirs:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(
+                sorted(q for q in p.rglob("*") if q.is_file() and q.name.lower().endswith(SPECTRUM_SUFFIXES))
+            )
+        else:
+            out.append(p)
+    return out
+
+
+def iter_spectra(
+    paths_or_dirs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    label: Label = None,
+    fmt: str = "auto",
+    nonfinite: str = "mask",
+    engine: str = "auto",
+) -> Iterator[tuple[str, Spectrum | None, str | None]]:
+    """Read many files, never stopping at a bad one.
+
+    Args:
+        paths_or_dirs: a file, a directory (searched recursively, see
+            :func:`find_spectrum_files`) or an iterable of them.
+        label, fmt, nonfinite, engine: as for :func:`read_spectrum`.
+
+    Yields:
+        ``(path, spectrum, None)`` for each spectrum read, ``(path, None, reason)``
+        for each file that could not be read (``reason`` is the
+        :class:`SpectrumReadError` reason, without the file name). A file holding
+        several spectra yields one tuple per spectrum.
+
+    Raises:
+        ValueError: only for a bad ``fmt``/``engine``/``nonfinite`` value (checked up front).
+    """
+    _validate(fmt, engine)
+    if nonfinite not in ("mask", "raise"):
+        raise ValueError(f"nonfinite={nonfinite!r}; allowed: mask, raise")
+    for p in find_spectrum_files(paths_or_dirs):
+        name = os.fspath(p)
+        try:
+            spectra = read_spectra(p, label=label, fmt=fmt, nonfinite=nonfinite, engine=engine)
+        except SpectrumReadError as exc:
+            yield name, None, exc.reason
+            continue
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a reader bug must not abort a build of thousands
+            yield name, None, f"unexpected {type(exc).__name__}: {exc}"
+            continue
+        for spec in spectra:
+            yield name, spec, None
