@@ -36,6 +36,17 @@ SMALL_CLASS_THRESHOLD = 20
 MISCLASSIFIED_COLUMNS = ("index", "file", "plate", "mjd", "fiberid", "true", "predicted", "probability", "probability_true")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of written files: 0o666 less the process umask, as ``open`` would give
+#: (``tempfile.mkstemp`` alone creates 0o600 files).
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def evaluate_predictions(
     y_true: Sequence[int] | np.ndarray,
     proba: np.ndarray,
@@ -255,6 +266,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
         os.replace(tmp, path)

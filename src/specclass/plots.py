@@ -15,6 +15,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from specclass.evaluation import FILE_MODE
+
 #: History keys tried, in order, for the accuracy curve (Keras names its metric
 #: after the string given to ``compile``).
 ACCURACY_KEYS = ("accuracy", "sparse_categorical_accuracy", "acc", "categorical_accuracy")
@@ -35,6 +37,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png", dpi=dpi)
         os.replace(tmp, path)
