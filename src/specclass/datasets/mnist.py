@@ -138,7 +138,14 @@ def load_mnist(
     import keras
 
     log.info("downloading MNIST from %s into %s", origin, cached.parent)
-    fetched = keras.utils.get_file(fname="mnist.npz", origin=origin, file_hash=file_hash, cache_dir=str(cache))
+    try:
+        fetched = keras.utils.get_file(fname="mnist.npz", origin=origin, file_hash=file_hash, cache_dir=str(cache))
+    except BaseException:
+        # get_file leaves a downloaded file whose hash did not match; never keep it in
+        # the cache, where the next call would read it offline.
+        if cached.exists():
+            cached.unlink()
+        raise
     return read_mnist_npz(fetched)
 
 
