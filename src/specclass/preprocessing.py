@@ -1,0 +1,258 @@
+"""Preprocessing that travels with a model: grid, per-spectrum normalisation, class names.
+
+A :class:`Preprocessor` turns gridded ``flux``/``ivar`` arrays (a
+:class:`~specclass.spectra.dataset.SpectralDataset`, or a raw
+:class:`~specclass.spectrum.Spectrum` after rebinning) into the network input
+``x (N, L, C)``. It is saved as ``preprocessing.json`` in every run folder and
+re-applied, unchanged, by :mod:`specclass.predict`.
+
+Normalisation (per spectrum, over **good pixels only**: ``ivar > 0`` and finite
+flux; masked pixels become 0 after normalising):
+
+* ``"robust"`` (default): ``(flux - median) / (IQR / 1.349)``. The interquartile
+  range divided by 1.349 is the standard deviation of a normal distribution with
+  that IQR, so the result is on the same scale as ``"standard"`` but ignores the
+  few pixels hit by cosmic rays, sky-line residuals or strong emission lines.
+* ``"standard"``: ``(flux - mean) / std`` over good pixels.
+* ``"none"``: flux unchanged (masked pixels still set to 0).
+
+A spectrum whose spread is 0 or undefined is divided by 1 instead; one with no
+good pixel becomes all zeros (the model sees "no data").
+
+This is deliberately **not** ``keras.utils.normalize``: that function is an L2
+normalisation (``x / ||x||_2`` along an axis), not a min-max or z-score scaling,
+and applied to ``(N, L, 1)`` arrays along the default last axis (length 1) it
+divides every pixel by its own absolute value, turning every flux into ±1 and
+destroying the spectrum.
+
+With ``channels=2`` a second channel holds the good-pixel weight (1.0 where
+``ivar > 0``, else 0.0), so the network can tell a masked pixel from a flux of
+exactly the median. A binary weight is used rather than a signal-to-noise value
+so that files whose ivar is a placeholder (text spectra with ``ivar = 1``) do not
+carry a source fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from specclass.spectra.dataset import SpectralDataset
+    from specclass.spectrum import Spectrum
+
+NORMALISATIONS = ("robust", "standard", "none")
+FORMAT_NAME = "specclass-preprocessing"
+FORMAT_VERSION = 1
+IQR_TO_SIGMA = 1.349  # IQR of a unit normal distribution (2 * 0.6745)
+
+
+def grid_from_loglam(loglam: np.ndarray) -> dict[str, Any]:
+    """Describe a uniform log-lambda grid as ``{"loglam_min", "loglam_step", "npix"}``.
+
+    Args:
+        loglam: ``(L,)`` log10 vacuum Å, uniformly spaced and increasing.
+
+    Raises:
+        ValueError: if ``loglam`` has fewer than 2 pixels or is not uniform (to 1e-6 dex).
+    """
+    loglam = np.asarray(loglam, dtype=np.float64)
+    if loglam.ndim != 1 or loglam.size < 2:
+        raise ValueError(f"loglam must be 1-D with >= 2 pixels, got shape {loglam.shape}")
+    step = np.diff(loglam)
+    if not np.all(step > 0) or np.ptp(step) > 1e-6:
+        raise ValueError("loglam is not a uniform increasing log-lambda grid")
+    return {"loglam_min": float(loglam[0]), "loglam_step": float(np.mean(step)), "npix": int(loglam.size)}
+
+
+def _grid_loglam(grid: dict[str, Any]) -> np.ndarray:
+    return grid["loglam_min"] + grid["loglam_step"] * np.arange(int(grid["npix"]), dtype=np.float64)
+
+
+@dataclass
+class Preprocessor:
+    """Grid + normalisation + class names: everything needed to feed a model.
+
+    Attributes:
+        grid: the log-lambda grid as a JSON dict (at least ``loglam_min``,
+            ``loglam_step`` (dex), ``npix``; the same dict
+            :class:`specclass.spectra.grid.LogLamGrid` ``to_dict`` writes).
+        class_names: output classes in model order.
+        normalisation: one of :data:`NORMALISATIONS`.
+        channels: 1 (normalised flux) or 2 (flux + good-pixel weight).
+        clip: if set, normalised flux is clipped to ``[-clip, clip]``.
+
+    Raises:
+        ValueError: on an unknown normalisation, bad channels, bad clip or a grid
+            dict without ``npix``.
+    """
+
+    grid: dict[str, Any]
+    class_names: list[str]
+    normalisation: str = "robust"
+    channels: int = 1
+    clip: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if self.channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {self.channels!r}")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip must be positive or None, got {self.clip!r}")
+        if "npix" not in self.grid:
+            raise ValueError(f"grid dict has no 'npix': {self.grid!r}")
+        self.class_names = [str(c) for c in self.class_names]
+
+    # ----------------------------------------------------------- construction
+    @classmethod
+    def from_dataset(cls, dataset: "SpectralDataset", **kwargs: Any) -> "Preprocessor":
+        """The preprocessor for ``dataset``: its grid (``attrs['grid']``, else
+        derived from ``loglam``) and class names; ``kwargs`` as the constructor."""
+        grid = dataset.attrs.get("grid")
+        if isinstance(grid, str):
+            grid = json.loads(grid)
+        if not grid:
+            grid = grid_from_loglam(dataset.loglam)
+        grid = dict(grid)
+        if int(grid.get("npix", -1)) != dataset.flux.shape[1]:
+            raise ValueError(
+                f"dataset grid attribute says npix={grid.get('npix')} but flux has {dataset.flux.shape[1]} pixels"
+            )
+        return cls(grid=grid, class_names=list(dataset.class_names), **kwargs)
+
+    @property
+    def input_length(self) -> int:
+        """Pixels per spectrum ``L`` on the grid."""
+        return int(self.grid["npix"])
+
+    @property
+    def loglam(self) -> np.ndarray:
+        """``(L,)`` float64 grid, log10 vacuum Å (from ``loglam_min``/``loglam_step``)."""
+        return _grid_loglam(self.grid)
+
+    # ------------------------------------------------------------ (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (round-trips through :meth:`from_dict`)."""
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "grid": dict(self.grid),
+            "class_names": list(self.class_names),
+            "normalisation": self.normalisation,
+            "channels": int(self.channels),
+            "clip": self.clip,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessor":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: if ``d`` is not a preprocessing dict, or is from a newer version.
+        """
+        if d.get("format") != FORMAT_NAME:
+            raise ValueError(f"not a specclass preprocessing dict (format={d.get('format')!r})")
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"preprocessing format_version {d['format_version']} is newer than {FORMAT_VERSION}")
+        return cls(
+            grid=dict(d["grid"]),
+            class_names=list(d["class_names"]),
+            normalisation=d.get("normalisation", "robust"),
+            channels=int(d.get("channels", 1)),
+            clip=d.get("clip"),
+            extra=dict(d.get("extra", {})),
+        )
+
+    # --------------------------------------------------------------- transform
+    def normalise(self, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-spectrum normalisation over good pixels.
+
+        Args:
+            flux: ``(N, L)`` flux (any float dtype).
+            ivar: ``(N, L)`` inverse variance; pixels with ``ivar <= 0`` or
+                non-finite flux/ivar are masked.
+
+        Returns:
+            ``(norm, good)``: ``(N, L)`` float32 normalised flux with masked pixels
+            0, and the ``(N, L)`` boolean good-pixel mask.
+        """
+        flux = np.asarray(flux, dtype=np.float64)
+        ivar = np.asarray(ivar, dtype=np.float64)
+        good = (ivar > 0) & np.isfinite(ivar) & np.isfinite(flux)
+        n_good = good.sum(axis=1)
+        masked = np.where(good, flux, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows handled below
+            if self.normalisation == "robust":
+                q25, center, q75 = np.nanpercentile(masked, [25, 50, 75], axis=1)
+                scale = (q75 - q25) / IQR_TO_SIGMA
+                # a spectrum with a flat majority (IQR 0) falls back to its std
+                std = np.nanstd(masked, axis=1)
+                scale = np.where(scale > 0, scale, std)
+            elif self.normalisation == "standard":
+                center = np.nanmean(masked, axis=1)
+                scale = np.nanstd(masked, axis=1)
+            else:
+                center = np.zeros(flux.shape[0])
+                scale = np.ones(flux.shape[0])
+        center = np.where((n_good > 0) & np.isfinite(center), center, 0.0)
+        scale = np.where((n_good > 0) & np.isfinite(scale) & (scale > 0), scale, 1.0)
+        norm = (flux - center[:, None]) / scale[:, None]
+        if self.clip is not None:
+            norm = np.clip(norm, -self.clip, self.clip)
+        norm = np.where(good, norm, 0.0).astype(np.float32)
+        return norm, good
+
+    def transform(self, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+        """Gridded spectra -> network input.
+
+        Args:
+            flux: ``(N, L)`` flux on this preprocessor's grid (1e-17 erg/s/cm²/Å).
+            ivar: ``(N, L)`` inverse variance, same shape.
+
+        Returns:
+            ``x``: ``(N, L, channels)`` float32 (channel 0 normalised flux, channel 1
+            the good-pixel weight when ``channels=2``).
+
+        Raises:
+            ValueError: if the shapes differ or ``L`` is not the grid's ``npix``.
+        """
+        flux = np.asarray(flux)
+        ivar = np.asarray(ivar)
+        if flux.ndim == 1:
+            flux, ivar = flux[None, :], ivar[None, :]
+        if flux.ndim != 2 or ivar.shape != flux.shape:
+            raise ValueError(f"flux {flux.shape} and ivar {ivar.shape} must both be (N, L)")
+        if flux.shape[1] != self.input_length:
+            raise ValueError(
+                f"spectra have {flux.shape[1]} pixels but the model's grid has {self.input_length} "
+                "(rebin them onto the run's grid first)"
+            )
+        norm, good = self.normalise(flux, ivar)
+        if self.channels == 1:
+            return norm[:, :, None]
+        return np.stack([norm, good.astype(np.float32)], axis=-1)
+
+    def grid_spectrum(self, spectrum: "Spectrum") -> tuple[np.ndarray, np.ndarray]:
+        """Rebin a raw spectrum onto this grid with :func:`specclass.spectra.grid.rebin`.
+
+        Returns:
+            ``(flux, ivar)``, each ``(L,)`` float32 (ivar 0 outside the spectrum's coverage).
+        """
+        from specclass.spectra.grid import LogLamGrid, rebin
+
+        flux, ivar = rebin(spectrum, LogLamGrid.from_dict(self.grid))
+        return np.asarray(flux, dtype=np.float32), np.asarray(ivar, dtype=np.float32)
+
+    def transform_spectrum(self, spectrum: "Spectrum") -> np.ndarray:
+        """Raw :class:`~specclass.spectrum.Spectrum` -> ``(1, L, channels)`` float32 input
+        (rebin onto the grid, then :meth:`transform`)."""
+        flux, ivar = self.grid_spectrum(spectrum)
+        return self.transform(flux[None, :], ivar[None, :])
