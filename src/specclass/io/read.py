@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from specclass.io import native
 from specclass.io.errors import SpectrumReadError
 from specclass.io.fits import read_fits_bytes
 from specclass.io.sniff import gunzip, sniff_kind
@@ -71,12 +72,22 @@ def _read_all(
     with fh:
         head = fh.read(_HEAD)
         kind = sniff_kind(head[:4096])
+        if kind == "fits" and fmt in ("auto", "spec") and engine != "astropy":
+            spec = native.read_spec_file(fh, head, name, nonfinite=nonfinite, strict=engine == "native")
+            if spec is not None:
+                return [spec]
+            fh.seek(0)
+            head = b""
         data = head + fh.read()
     if kind == "gzip":
         data = gunzip(data, name)
         kind = sniff_kind(data[:4096])
         if kind == "gzip":
             raise SpectrumReadError(name, "gzip inside gzip is not supported")
+        if kind == "fits" and fmt in ("auto", "spec") and engine != "astropy":
+            spec = native.read_spec_bytes(data, name, nonfinite=nonfinite, strict=engine == "native")
+            if spec is not None:
+                return [spec]
     if kind == "empty":
         raise SpectrumReadError(name, "file is empty")
     if kind == "html":

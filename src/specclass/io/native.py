@@ -1,0 +1,404 @@
+"""Fast native parser for the standard SDSS/BOSS ``spec`` lite/full layout (numpy only).
+
+Why: astropy builds full header and table objects for every HDU, about 40 ms
+per spec file here; reading the few columns we need straight from the bytes
+takes a fraction of a millisecond.
+
+What it does, following the FITS Standard 4.0
+(https://fits.gsfc.nasa.gov/fits_standard.html):
+
+* reads the file bytes once, only as far as HDU 3's header (HDU 0-2 are parsed;
+  HDU 3's header is read only to tell *lite* (4 HDUs) from *full* (more));
+* headers are 2880-byte blocks of 80-byte cards ending with an ``END`` card
+  (section 4.4.1); the mandatory keywords sit at fixed positions (``BITPIX``,
+  ``NAXIS``, ``NAXIS1``, ``NAXIS2``, ``PCOUNT``, ``GCOUNT``, ``TFIELDS``);
+* a BINTABLE row is ``NAXIS1`` bytes, columns laid out in ``TFORMn`` order with
+  the widths of Table 18 (section 7.3.2); values are big-endian
+  (section 5.2); the needed columns are read with ``np.frombuffer`` and a
+  big-endian structured dtype, then converted to native float32/int32;
+* parsed table layouts are cached by their exact header bytes (HDU 2 headers
+  carry no per-object values, so one pipeline version parses once).
+
+Anything unusual returns ``None`` (``strict=False``) so the caller falls back to
+astropy (:mod:`specclass.io.fits`): an unknown ``TFORM``, scaled columns
+(``TSCALn``/``TZEROn``), a heap (``PCOUNT > 0``, ``P``/``Q`` columns), array
+columns, random groups, unexpected EXTNAMEs, missing columns or HDUs. A
+truncated file is a :class:`SpectrumReadError` straight away.
+
+Both paths produce identical arrays and metadata (tested on every spec file of
+the shared data), except ``meta.extra['reader']`` ('native' or 'astropy').
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+
+from specclass.io.arrays import build_spectrum
+from specclass.io.errors import SpectrumReadError
+from specclass.io.specobj import SPECOBJ_COLUMNS, meta_from_specobj
+from specclass.spectrum import Spectrum
+
+BLOCK = 2880
+CARD = 80
+_END_CARD = b"END" + b" " * 77
+_READ_CHUNK = 1 << 18
+
+#: TFORM letter -> (bytes per element, big-endian numpy dtype or None if not read natively).
+#: FITS Standard 4.0, Table 18.
+TFORM_WIDTH: dict[str, tuple[int, str | None]] = {
+    "L": (1, None), "X": (1, None), "B": (1, "u1"), "I": (2, ">i2"), "J": (4, ">i4"), "K": (8, ">i8"),
+    "A": (1, "S"), "E": (4, ">f4"), "D": (8, ">f8"), "C": (8, None), "M": (16, None),
+    "P": (8, None), "Q": (16, None),
+}
+_TFORM_RE = re.compile(r"^\s*(\d*)([A-Z])(.*)$")
+_STR_RE = re.compile(r"'((?:[^']|'')*)'")
+
+COADD_FLOAT = ("FLUX", "LOGLAM", "IVAR")
+
+
+class Unsupported(Exception):
+    """The file is not the plain standard layout; the reason says what differs."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    offset: int
+    code: str
+    repeat: int
+    scaled: bool
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Parsed structure of one BINTABLE header (values identical for equal header bytes)."""
+
+    naxis1: int
+    pcount: int
+    gcount: int
+    extname: str
+    columns: dict[str, Column]  # UPPER-CASE name -> Column
+    heap: bool
+
+
+_LAYOUT_CACHE: dict[bytes, TableLayout] = {}
+_CACHE_MAX = 256
+
+
+# ---------------------------------------------------------------- header cards
+
+
+def card_value(raw: str) -> Any:
+    """Parse the value field (columns 11-80) of a FITS card: str, bool, int, float or None."""
+    s = raw.strip()
+    if s.startswith("'"):
+        m = _STR_RE.match(s)
+        return m.group(1).replace("''", "'").rstrip() if m else s.strip("'").rstrip()
+    s = s.split("/", 1)[0].strip()
+    if s == "T":
+        return True
+    if s == "F":
+        return False
+    if not s:
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(s.replace("D", "E"))
+    except ValueError:
+        return s
+
+
+def parse_cards(header: bytes) -> dict[str, Any]:
+    """``{KEYWORD: value}`` of all ``KEY = value`` cards (first occurrence wins)."""
+    out: dict[str, Any] = {}
+    for k in range(0, len(header), CARD):
+        card = header[k : k + CARD]
+        if card[8:10] != b"= ":
+            continue
+        key = card[:8].rstrip().decode("ascii", "replace")
+        if key not in out:
+            out[key] = card_value(card[10:].decode("ascii", "replace"))
+    return out
+
+
+def _fixed_int(header: bytes, index: int, key: bytes) -> int:
+    """Integer value of the mandatory card number ``index`` (0-based), which must be ``key``."""
+    card = header[index * CARD : (index + 1) * CARD]
+    if card[:8] != key.ljust(8) or card[8:10] != b"= ":
+        raise Unsupported(f"card {index + 1} is {card[:8].decode('ascii', 'replace').strip()!r}, expected {key.decode()}")
+    try:
+        return int(card[10:].split(b"/", 1)[0])
+    except ValueError:
+        raise Unsupported(f"{key.decode()} is not an integer") from None
+
+
+# ---------------------------------------------------------------- byte source
+
+
+class _Source:
+    """The file's bytes, read on demand from ``fh`` (or all given up front)."""
+
+    def __init__(self, data: bytes, fh: IO[bytes] | None, size: int, path: str) -> None:
+        self.buf = data
+        self.fh = fh
+        self.size = size
+        self.path = path
+
+    def ensure(self, end: int, what: str) -> None:
+        if len(self.buf) >= end:
+            return
+        if self.fh is not None and len(self.buf) < self.size:
+            more = self.fh.read(max(end - len(self.buf), _READ_CHUNK))
+            self.buf += more
+        if len(self.buf) < end:
+            raise SpectrumReadError(
+                self.path, f"FITS file is truncated: {what} needs {end} bytes, the file has {len(self.buf)}"
+            )
+
+    def header(self, start: int, what: str) -> tuple[bytes, int]:
+        """(header bytes up to and including END, offset of the data after the padded header)."""
+        self.ensure(start + BLOCK, what)
+        search = start
+        while True:
+            i = self.buf.find(_END_CARD, search)
+            if i < 0:
+                if self.fh is None or len(self.buf) >= self.size:
+                    raise SpectrumReadError(self.path, f"FITS file is truncated: {what} has no END card")
+                search = max(start, len(self.buf) - CARD)
+                self.ensure(len(self.buf) + BLOCK, what)
+                continue
+            if (i - start) % CARD == 0:
+                break
+            search = i + 1
+        end = i + CARD
+        data_start = start + -(-(end - start) // BLOCK) * BLOCK
+        return self.buf[start:end], data_start
+
+
+def _padded(n: int) -> int:
+    return -(-n // BLOCK) * BLOCK
+
+
+# ---------------------------------------------------------------- table layout
+
+
+def _table_layout(header: bytes) -> TableLayout:
+    """Parse a BINTABLE header (mandatory cards already checked) into a :class:`TableLayout`."""
+    cards = parse_cards(header)
+    if cards.get("XTENSION") != "BINTABLE":
+        raise Unsupported(f"XTENSION is {cards.get('XTENSION')!r}, not BINTABLE")
+    nfields = int(cards.get("TFIELDS", 0))
+    columns: dict[str, Column] = {}
+    offset = 0
+    heap = False
+    for n in range(1, nfields + 1):
+        tform = cards.get(f"TFORM{n}")
+        m = _TFORM_RE.match(str(tform or ""))
+        if not m or m.group(2) not in TFORM_WIDTH:
+            raise Unsupported(f"TFORM{n} = {tform!r} is not a known format")
+        repeat = int(m.group(1)) if m.group(1) else 1
+        code = m.group(2)
+        width = TFORM_WIDTH[code][0]
+        size = -(-repeat // 8) if code == "X" else repeat * width
+        if code in "PQ":
+            heap = True
+            size = width  # one descriptor per row (repeat is 0 or 1)
+        name = str(cards.get(f"TTYPE{n}", f"COL{n}")).strip().upper()
+        scaled = (
+            cards.get(f"TSCAL{n}", 1) not in (1, 1.0, None) or cards.get(f"TZERO{n}", 0) not in (0, 0.0, None)
+        )
+        if name not in columns:
+            columns[name] = Column(name, offset, code, repeat, scaled)
+        offset += size
+    naxis1 = int(cards.get("NAXIS1", -1))
+    if offset != naxis1:
+        raise Unsupported(f"column widths add up to {offset} bytes, NAXIS1 is {naxis1}")
+    if "THEAP" in cards:
+        heap = True
+    return TableLayout(
+        naxis1=naxis1,
+        pcount=int(cards.get("PCOUNT", 0)),
+        gcount=int(cards.get("GCOUNT", 1)),
+        extname=str(cards.get("EXTNAME", "") or "").strip().upper(),
+        columns=columns,
+        heap=heap,
+    )
+
+
+def _cached_layout(key: bytes, header: bytes) -> TableLayout:
+    layout = _LAYOUT_CACHE.get(key)
+    if layout is None:
+        layout = _table_layout(header)
+        if len(_LAYOUT_CACHE) >= _CACHE_MAX:
+            _LAYOUT_CACHE.clear()
+        _LAYOUT_CACHE[key] = layout
+    return layout
+
+
+def _extension(src: _Source, start: int, hdu: int) -> tuple[bytes, int, int, int]:
+    """(header, data_start, naxis1, naxis2) of the BINTABLE extension at ``start``; checks mandatory cards."""
+    what = f"HDU {hdu} header"
+    if start >= src.size:
+        raise Unsupported(f"the file ends before HDU {hdu}")
+    header, data_start = src.header(start, what)
+    if header[:10] != b"XTENSION= ":
+        raise Unsupported(f"HDU {hdu} does not start with XTENSION")
+    if _fixed_int(header, 1, b"BITPIX") != 8 or _fixed_int(header, 2, b"NAXIS") != 2:
+        raise Unsupported(f"HDU {hdu} is not a 2-D 8-bit table")
+    naxis1 = _fixed_int(header, 3, b"NAXIS1")
+    naxis2 = _fixed_int(header, 4, b"NAXIS2")
+    return header, data_start, naxis1, naxis2
+
+
+def _struct(layout: TableLayout, names: tuple[str, ...], hdu: int) -> np.dtype:
+    """Big-endian structured dtype holding only ``names`` (which must exist, unscaled, scalar)."""
+    fields, formats, offsets = [], [], []
+    for name in names:
+        col = layout.columns[name]
+        if col.scaled:
+            raise Unsupported(f"HDU {hdu} column {name} is scaled (TSCAL/TZERO)")
+        np_code = TFORM_WIDTH[col.code][1]
+        if np_code is None:
+            raise Unsupported(f"HDU {hdu} column {name} has format {col.code}")
+        if np_code == "S":
+            fmt = f"S{col.repeat}"
+        elif col.repeat != 1:
+            raise Unsupported(f"HDU {hdu} column {name} is an array ({col.repeat}{col.code})")
+        else:
+            fmt = np_code
+        fields.append(name)
+        formats.append(fmt)
+        offsets.append(col.offset)
+    return np.dtype({"names": fields, "formats": formats, "offsets": offsets, "itemsize": layout.naxis1})
+
+
+# ---------------------------------------------------------------- the reader
+
+
+def _read(src: _Source, nonfinite: str) -> Spectrum:
+    path = src.path
+    # HDU 0: SIMPLE, BITPIX, NAXIS, NAXISn (FITS 4.0 sec. 4.4.1.1)
+    h0, pos = src.header(0, "primary header")
+    if h0[:30].replace(b" ", b"") != b"SIMPLE=T":
+        raise Unsupported("primary header does not start with SIMPLE = T")
+    bitpix = _fixed_int(h0, 1, b"BITPIX")
+    naxis = _fixed_int(h0, 2, b"NAXIS")
+    if naxis:
+        dims = [_fixed_int(h0, 2 + i, f"NAXIS{i}".encode()) for i in range(1, naxis + 1)]
+        if dims[0] == 0:
+            raise Unsupported("random-groups primary HDU")
+        pos += _padded(abs(bitpix) // 8 * math.prod(dims))
+
+    # HDU 1: COADD
+    h1, d1, naxis1, nrows = _extension(src, pos, 1)
+    layout1 = _cached_layout(h1[: 4 * CARD] + h1[5 * CARD :], h1)
+    if layout1.extname not in ("COADD", ""):
+        raise Unsupported(f"HDU 1 is {layout1.extname!r}, not COADD")
+    if layout1.pcount or layout1.heap or layout1.gcount != 1:
+        raise Unsupported("HDU 1 has a heap")
+    missing = [c for c in COADD_FLOAT if c not in layout1.columns]
+    if missing:
+        raise Unsupported(f"HDU 1 lacks {missing}")
+    names1 = COADD_FLOAT + (("AND_MASK",) if "AND_MASK" in layout1.columns else ())
+    for name in names1:
+        code = layout1.columns[name].code
+        if code not in (("I", "J", "K") if name == "AND_MASK" else ("E", "D")):
+            raise Unsupported(f"HDU 1 column {name} has format {code}")
+    dtype1 = _struct(layout1, names1, 1)
+    src.ensure(d1 + naxis1 * nrows, "HDU 1 (COADD) data")
+    table = np.frombuffer(src.buf, dtype=dtype1, count=nrows, offset=d1)
+    loglam, flux, ivar = table["LOGLAM"], table["FLUX"], table["IVAR"]
+    and_mask = table["AND_MASK"] if "AND_MASK" in names1 else None
+    pos = d1 + _padded(naxis1 * nrows)
+
+    # HDU 2: SPECOBJ / SPALL (one row)
+    h2, d2, naxis1_2, nrows2 = _extension(src, pos, 2)
+    layout2 = _cached_layout(h2, h2)
+    if layout2.extname not in ("SPECOBJ", "SPALL", ""):
+        raise Unsupported(f"HDU 2 is {layout2.extname!r}, not SPECOBJ/SPALL")
+    if nrows2 < 1 or "CLASS" not in layout2.columns or layout2.gcount != 1:
+        raise Unsupported("HDU 2 has no rows or no CLASS column")
+    names2 = tuple(c for c in SPECOBJ_COLUMNS if c in layout2.columns)
+    dtype2 = _struct(layout2, names2, 2)
+    src.ensure(d2 + naxis1_2, "HDU 2 (SPECOBJ) data")
+    src.ensure(d2 + naxis1_2 * nrows2 + layout2.pcount, "HDU 2 (SPECOBJ) data")
+    rec = np.frombuffer(src.buf, dtype=dtype2, count=1, offset=d2)[0]
+    row = {name: rec[name] for name in names2}
+    end2 = d2 + _padded(naxis1_2 * nrows2 + layout2.pcount)
+
+    # lite (HDU 0-3) or full (HDU 4+ per exposure)?
+    n_hdus = 3
+    if src.size > end2:
+        h3, d3 = src.header(end2, "HDU 3 header")
+        n3 = _fixed_int(h3, 1, b"BITPIX")
+        dims3 = [_fixed_int(h3, 2 + i, f"NAXIS{i}".encode()) for i in range(1, _fixed_int(h3, 2, b"NAXIS") + 1)]
+        cards3 = parse_cards(h3[: 10 * CARD])
+        size3 = abs(n3) // 8 * int(cards3.get("GCOUNT", 1)) * (
+            int(cards3.get("PCOUNT", 0)) + (math.prod(dims3) if dims3 else 0)
+        )
+        n_hdus = 4 if src.size <= d3 + _padded(size3) else 5
+    kind = "spec-full" if n_hdus > 4 else "spec-lite"
+    if not layout1.extname:
+        kind += "-noextname"
+
+    fallback_cards = ("PLATE", "MJD", "FIBERID", "RUN2D", "PLUG_RA", "PLUG_DEC")
+    header0 = parse_cards(h0) if any(c not in row for c in fallback_cards) else {}
+    meta = meta_from_specobj(
+        row,
+        header0,
+        file=path,
+        format=kind,
+        extra={"reader": "native", "hdu2": layout2.extname, "has_ivar": True},
+    )
+    return build_spectrum(path, loglam, flux, ivar, and_mask, meta, nonfinite=nonfinite)
+
+
+def read_spec_bytes(data: bytes, path: str, *, nonfinite: str = "mask", strict: bool = False) -> Spectrum | None:
+    """Read a standard spec lite/full file from its (decompressed) bytes.
+
+    Args:
+        data: the whole FITS file.
+        path: file name for metadata and messages.
+        nonfinite: see :func:`specclass.io.arrays.build_spectrum`.
+        strict: raise :class:`SpectrumReadError` instead of returning ``None`` for an unusual layout.
+
+    Returns:
+        :class:`Spectrum`, or ``None`` when the layout is not the plain standard one (use astropy).
+
+    Raises:
+        SpectrumReadError: truncated file, bad arrays, or (``strict``) an unsupported layout.
+    """
+    return _run(_Source(data, None, len(data), path), nonfinite, strict)
+
+
+def read_spec_file(
+    fh: IO[bytes], head: bytes, path: str, *, nonfinite: str = "mask", strict: bool = False
+) -> Spectrum | None:
+    """Like :func:`read_spec_bytes` for an open binary file whose first bytes ``head`` were read.
+
+    Reads further only as far as HDU 3's header, so a *full* file's per-exposure
+    HDUs are never read.
+    """
+    try:
+        size = os.fstat(fh.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        size = 1 << 62
+    return _run(_Source(head, fh, size, path), nonfinite, strict)
+
+
+def _run(src: _Source, nonfinite: str, strict: bool) -> Spectrum | None:
+    try:
+        return _read(src, nonfinite)
+    except Unsupported as exc:
+        if strict:
+            raise SpectrumReadError(src.path, f"not the standard spec lite/full layout ({exc})") from None
+        return None
