@@ -503,13 +503,16 @@ def cancel(job_id: str, *, signal: str | None = None, batch: bool = False,
     Raises:
         SlurmError: scancel failed (unknown job id, not your job …).
     """
-    argv = ["scancel"]
+    argv = ["scancel", "--verbose"]  # without it, scancel hides "Invalid job id"
     if signal:
         argv.append(f"--signal={signal}")
         if batch:
             argv.append("--batch")
     argv.append(str(job_id))
-    _run(argv, env=env)
+    # scancel reports some failures (e.g. an unknown job id) on stderr with exit 0
+    out = _run(argv, env=env, stderr_too=True)
+    if "error" in out.lower():
+        raise SlurmError(argv, 0, out)
 
 
 def wait(job_ids: Iterable[str], *, timeout: float = 600.0, poll: float = 2.0,
