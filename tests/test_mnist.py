@@ -1,0 +1,290 @@
+"""Tests for the Keras MNIST track: loader (file, offline cache, real local HTTP download),
+normalisation semantics, the two networks, a short training run, every save/load path,
+and the ``specclass mnist`` commands in a real subprocess."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from specclass.datasets.mnist import (
+    KERAS_MNIST_SHA256,
+    MnistFormatError,
+    load_mnist,
+    normalise,
+    read_mnist_npz,
+)
+
+
+@pytest.fixture(scope="module")
+def mnist_npz(shared_data) -> Path:
+    path = shared_data / "mnist" / "mnist.npz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mnist_small(mnist_npz):
+    """3,000 training and 1,000 test images of the real set."""
+    (x, y), (xt, yt) = read_mnist_npz(mnist_npz)
+    return (x[:3000], y[:3000]), (xt[:1000], yt[:1000])
+
+
+# --------------------------------------------------------------------------- data
+def test_read_full_file_keras_layout(mnist_npz):
+    (x, y), (xt, yt) = read_mnist_npz(mnist_npz)
+    assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)
+    assert x.dtype == y.dtype == xt.dtype == yt.dtype == np.uint8
+    assert y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # PROVENANCE.md
+    assert np.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"x_train": np.zeros((2, 28, 28), np.uint8), "y_train": np.zeros(2, np.uint8),
+          "x_test": np.zeros((1, 28, 28), np.uint8)}, r"missing array\(s\) \['y_test'\]"),
+        ({"x_train": np.zeros((2, 28, 28), np.float32), "y_train": np.zeros(2, np.uint8),
+          "x_test": np.zeros((1, 28, 28), np.uint8), "y_test": np.zeros(1, np.uint8)}, "x_train has dtype float32"),
+        ({"x_train": np.zeros((2, 32, 32), np.uint8), "y_train": np.zeros(2, np.uint8),
+          "x_test": np.zeros((1, 28, 28), np.uint8), "y_test": np.zeros(1, np.uint8)}, r"x_train has shape \(2, 32, 32\)"),
+        ({"x_train": np.zeros((2, 28, 28), np.uint8), "y_train": np.zeros(3, np.uint8),
+          "x_test": np.zeros((1, 28, 28), np.uint8), "y_test": np.zeros(1, np.uint8)}, "2 images but y_train 3 labels"),
+        ({"x_train": np.zeros((2, 28, 28), np.uint8), "y_train": np.array([0, 10], np.uint8),
+          "x_test": np.zeros((1, 28, 28), np.uint8), "y_test": np.zeros(1, np.uint8)}, "label 10 outside 0..9"),
+    ],
+)
+def test_bad_file_named_with_reason(tmp_path, arrays, match):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(MnistFormatError, match=match) as err:
+        read_mnist_npz(path)
+    assert str(path) in str(err.value)
+
+
+def test_not_an_npz_and_missing_file(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not a zip")
+    with pytest.raises(MnistFormatError, match="not a readable .npz"):
+        load_mnist(path=junk)
+    with pytest.raises(FileNotFoundError):
+        load_mnist(path=tmp_path / "nope.npz")
+
+
+def test_cached_file_is_read_offline(mnist_npz, tmp_path):
+    # The shared file's sha256 is not Keras's: Keras's own loader would download again.
+    (tmp_path / "datasets").mkdir()
+    os.symlink(mnist_npz, tmp_path / "datasets" / "mnist.npz")
+    (x, y), (xt, yt) = load_mnist(cache_dir=tmp_path, origin="http://127.0.0.1:9/unreachable/mnist.npz")
+    assert x.shape == (60000, 28, 28) and yt.shape == (10000,)
+
+
+@pytest.fixture()
+def http_server(mnist_npz):
+    """A real HTTP server on 127.0.0.1 serving the shared mnist folder."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mnist_npz.parent))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_through_keras_get_file(mnist_npz, tmp_path, http_server):
+    sha = hashlib.sha256(mnist_npz.read_bytes()).hexdigest()
+    # Keras's hash does not match the shared file: Keras refuses it, nothing stays in the cache.
+    with pytest.raises(ValueError, match="hash does not match"):
+        load_mnist(cache_dir=tmp_path, origin=f"{http_server}/mnist.npz", file_hash=KERAS_MNIST_SHA256)
+    assert not (tmp_path / "datasets" / "mnist.npz").exists()
+    (x, y), _ = load_mnist(cache_dir=tmp_path, origin=f"{http_server}/mnist.npz", file_hash=sha)
+    cached = tmp_path / "datasets" / "mnist.npz"
+    assert cached.is_file() and hashlib.sha256(cached.read_bytes()).hexdigest() == sha
+    assert y[:5].tolist() == [5, 0, 4, 1, 9]
+
+
+def test_normalise_scale_and_keras_l2(mnist_small):
+    (x, _), _ = mnist_small
+    x = x[:50]
+    s = normalise(x)
+    assert s.dtype == np.float32 and s.shape == x.shape
+    assert s.min() == 0.0 and s.max() == 1.0
+    np.testing.assert_allclose(s, x / 255.0, rtol=1e-6)
+    l2 = normalise(x, "keras_l2")
+    # keras.utils.normalize(x, axis=1): each vector along the rows' axis (an image
+    # column) gets unit L2 norm; blank columns stay 0. Not a 0-1 scaling.
+    norms = np.linalg.norm(l2.astype(np.float64), axis=1)
+    blank = x.astype(np.int64).sum(axis=1) == 0
+    np.testing.assert_allclose(norms[~blank], 1.0, rtol=1e-5)
+    assert np.all(norms[blank] == 0)
+    assert l2.min() >= 0 and l2.max() <= 1.0 and not np.allclose(l2, s)
+    # A uniformly white image: scale gives 1 everywhere, keras_l2 gives 1/sqrt(28).
+    white = np.full((1, 28, 28), 255, dtype=np.uint8)
+    assert np.all(normalise(white) == 1.0)
+    np.testing.assert_allclose(normalise(white, "keras_l2"), 1 / np.sqrt(28), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"pixels must be in \[0, 255\]"):
+        normalise(np.full((1, 28, 28), 300.0))
+    with pytest.raises(ValueError, match="method must be 'scale' or 'keras_l2'"):
+        normalise(x, "minmax")
+
+
+# --------------------------------------------------------------------------- models
+def test_models_registered_with_tutorial_architecture():
+    from specclass.models import get_model, list_models, model_spec
+
+    assert {"mnist_dense", "mnist_cnn"} <= set(list_models())
+    dense = get_model("mnist_dense", 784, 10)
+    assert [layer.count_params() for layer in dense.layers[1:]] == [0, 100480, 1290]
+    assert dense.input_shape == (None, 28, 28) and dense.output_shape == (None, 10)
+    assert type(dense.optimizer).__name__ == "Adam"
+    cnn = get_model("mnist_cnn", 784, 10)
+    assert cnn.count_params() == 1_199_882
+    assert [type(layer).__name__ for layer in cnn.layers[1:]] == [
+        "Reshape", "Conv2D", "Conv2D", "MaxPooling2D", "Dropout", "Flatten", "Dense", "Dropout", "Dense"]
+    assert [layer.rate for layer in cnn.layers if type(layer).__name__ == "Dropout"] == [0.25, 0.5]
+    tutorial = get_model("mnist_cnn", 784, 10, optimizer="tutorial")
+    assert type(tutorial.optimizer).__name__ == "Adadelta"
+    assert float(tutorial.optimizer.learning_rate) == pytest.approx(0.1)
+    assert "optimizer" in model_spec("mnist_cnn").options
+    with pytest.raises(ValueError, match="square image"):
+        get_model("mnist_dense", 780, 10)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        get_model("mnist_cnn", 784, 10, optimizer="sgd")
+
+
+@pytest.fixture(scope="module")
+def trained_run(mnist_small, tmp_path_factory):
+    from specclass.commands.mnist import train
+
+    out = tmp_path_factory.mktemp("mnist-run")
+    config = train("mnist_dense", out, data=mnist_small, data_path="test-subset", epochs=3, limit=3000,
+                   seed=1, verbose=0)
+    return out, config
+
+
+def test_short_training_beats_chance(trained_run, mnist_small):
+    import keras
+
+    out, config = trained_run
+    _, (xt, yt) = mnist_small
+    hist = config["history"]
+    assert len(hist["loss"]) == 3 and hist["loss"][-1] < hist["loss"][0]
+    assert config["n_train"] == 2700 and config["n_val"] == 300
+    assert config["device"] in ("cpu", "gpu") and config["backend"] == keras.backend.backend()
+    model = keras.saving.load_model(out / "model.keras")
+    acc = float(np.mean(model.predict(normalise(xt), verbose=0).argmax(axis=1) == yt))
+    assert acc > 0.85, f"test accuracy {acc} after 3 epochs on 2,700 images (chance is 0.1)"
+    for name in ("config.json", "history.json", "history.csv", "model.keras", "model.h5", "model.json",
+                 "model.weights.h5"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_every_save_path_gives_identical_predictions(trained_run, mnist_small):
+    from specclass.commands.mnist import load_model_format
+
+    out, _ = trained_run
+    x = normalise(mnist_small[1][0][:200])
+    reference = load_model_format(out, "keras").predict(x, verbose=0)
+    for fmt in ("h5", "json", "weights"):
+        np.testing.assert_array_equal(load_model_format(out, fmt).predict(x, verbose=0), reference, err_msg=fmt)
+
+
+def test_keras3_weights_suffix_rule(trained_run, tmp_path):
+    import keras
+
+    out, _ = trained_run
+    model = keras.saving.load_model(out / "model.keras")
+    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+        model.save_weights(tmp_path / "weights.h5")  # the tutorial's name: refused by Keras 3
+
+
+def test_evaluate_writes_metrics_plots_report(trained_run, mnist_small):
+    from sklearn.metrics import accuracy_score
+
+    from specclass.commands.mnist import evaluate
+
+    out, _ = trained_run
+    m = evaluate(out, data=mnist_small, fmt="keras", limit=500, n_digits=8)
+    assert m["n"] == 500 and m["keras_accuracy"] == pytest.approx(m["sklearn_accuracy"], abs=1e-6)
+    assert m["accuracy"] == pytest.approx(m["sklearn_accuracy"])
+    assert m["confusion_matrix"]["labels"] == [str(d) for d in range(10)]
+    counts = np.array(m["confusion_matrix"]["counts"])
+    assert counts.shape == (10, 10) and counts.sum() == 500
+    yt = mnist_small[1][1][:500]
+    assert np.array_equal(counts.sum(axis=1), np.bincount(yt, minlength=10))
+    pred = np.array([r["predicted"] for r in m["misclassified"]], dtype=int)
+    assert accuracy_score(yt, yt) == 1.0 and len(pred) == int(round((1 - m["accuracy"]) * 500))
+    for name in ("metrics.json", "misclassified.csv", "confusion_matrix.png", "curves.png", "digits.png",
+                 "misclassified_digits.png", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "https://" not in html and "<script" not in html
+    assert json.loads((out / "metrics.json").read_text())["keras_accuracy"] == m["keras_accuracy"]
+
+
+# --------------------------------------------------------------------------- CLI
+def _cli(*args, env_extra=None, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "specclass", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300)
+
+
+def test_cli_train_evaluate_cpu_and_plain_keras_reload(mnist_npz, tmp_path):
+    run = tmp_path / "run"
+    r = _cli("mnist", "train", "--model", "mnist_cnn", "--epochs", "1", "--limit", "600", "--batch-size", "60",
+             "--data", mnist_npz, "--device", "cpu", "--out", run)
+    assert r.returncode == 0, r.stderr
+    assert "training mnist_cnn on cpu" in r.stdout
+    config = json.loads((run / "config.json").read_text())
+    assert config["device"] == "cpu" and config["gpus"] == [] and config["epochs"] == 1
+    assert config["data"] == str(mnist_npz.resolve()) and config["optimizer"] == "Adam"
+    r = _cli("mnist", "evaluate", run, "--format", "h5", "--limit", "300", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "keras.metrics.Accuracy" in r.stdout and (run / "report.html").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n"] == 300 and metrics["format"] == "h5"
+    # A model trained by specclass reloads in plain Keras, without specclass imported.
+    code = (
+        "import sys, numpy as np, keras\n"
+        "m = keras.saving.load_model(sys.argv[1], safe_mode=True)\n"
+        "x = np.load(sys.argv[2])['x_test'][:50] / 255.0\n"
+        "print(','.join(map(str, m.predict(x.astype('float32'), verbose=0).argmax(1))))\n"
+        "assert 'specclass' not in sys.modules\n"
+    )
+    plain = subprocess.run([sys.executable, "-c", code, str(run / "model.keras"), str(mnist_npz)],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert plain.returncode == 0, plain.stderr
+    import keras
+
+    ours = keras.saving.load_model(run / "model.keras")
+    (_, _), (xt, _) = read_mnist_npz(mnist_npz)
+    expected = ours.predict(normalise(xt[:50]), verbose=0).argmax(1)
+    assert plain.stdout.strip().splitlines()[-1] == ",".join(map(str, expected))
+
+
+def test_cli_user_errors(tmp_path, mnist_npz):
+    r = _cli("mnist", "evaluate", tmp_path / "no-run")
+    assert r.returncode == 2 and "no such run folder" in r.stderr
+    r = _cli("mnist", "train", "--data", tmp_path / "missing.npz", "--out", tmp_path / "x", "--device", "cpu")
+    assert r.returncode == 2 and "missing.npz: no such MNIST file" in r.stderr
+    r = _cli("mnist", "train", "--epochs", "0", "--out", tmp_path / "x")
+    assert r.returncode == 2 and "expected a positive integer" in r.stderr
+    if shutil.which("nvidia-smi") is None:
+        r = _cli("mnist", "train", "--device", "gpu", "--data", mnist_npz, "--out", tmp_path / "x",
+                 env_extra={"CUDA_VISIBLE_DEVICES": "-1"})
+        assert r.returncode == 2 and "sees no GPU" in r.stderr
