@@ -269,8 +269,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if result.dataset_path:
         print(f"dataset: {result.dataset_path}")
         if result.build_report is not None:
-            summary = getattr(result.build_report, "summary", None)
-            print(summary() if callable(summary) else result.build_report)
+            lines = getattr(result.build_report, "summary_lines", None)
+            print("\n".join(lines()) if callable(lines) else result.build_report)
     return 1 if result.download.failed else 0
 
 

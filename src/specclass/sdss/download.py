@@ -395,6 +395,12 @@ def _fetch_once(task: DownloadTask, tmp: Path, config: SDSSConfig) -> tuple[int,
     except DownloadError:
         raise
     except requests.exceptions.ChunkedEncodingError as exc:
+        m = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected\)", str(exc))
+        if m:
+            got, more = int(m.group(1)), int(m.group(2))
+            raise DownloadError(
+                f"body cut short: got {got} of {got + more} bytes (Content-Length), connection closed", True, 200
+            ) from None
         raise DownloadError(f"connection broken mid-body ({_short(exc)})", True) from None
     except (requests.Timeout, requests.exceptions.ReadTimeout) as exc:
         raise DownloadError(f"timed out after {config.timeout:g} s without data ({_short(exc)})", True) from None
@@ -506,7 +512,7 @@ def download_catalog(
                 res = fut.result()
                 results[task.key] = res
                 bar.update(1)
-                if not res.ok:
+                if not res.ok and progress:
                     bar.write(f"failed {task.key}: {res.reason}")
     finally:
         bar.close()

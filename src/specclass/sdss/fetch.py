@@ -166,6 +166,13 @@ def fetch(
     """
     cfg = config or conf
     dr = parse_release(cfg.data_release if data_release is None else data_release)
+    build_fn = None
+    if build:  # fail on a missing builder or an unknown label scheme before any download
+        build_fn = builder or _default_builder()
+        if builder is None:
+            from specclass.spectra.labels import get_scheme
+
+            get_scheme(labels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     messages: list[str] = []
@@ -190,8 +197,7 @@ def fetch(
     result = FetchResult(out, catalog_path, catalog, counts, report, messages=messages)
     if not report.ok_paths:
         raise RuntimeError(f"none of the {len(report.results)} spectra could be downloaded:\n{report.summary()}")
-    if build:
-        build_fn = builder or _default_builder()
+    if build_fn is not None:
         dataset, build_report = build_fn(report.ok_paths, labels=labels, golden=golden)
         result.dataset_path = Path(dataset.save(out / "dataset.h5"))
         result.build_report = build_report
