@@ -185,3 +185,67 @@ def test_dataset_summary_counts_in_class_order():
     s = dataset_summary(np.array([3, 3, 0, 1]), CLASSES, split="test")
     assert s == {"n": 4, "per_class": {"STAR": 1, "QSO": 1, "GALAXY": 0, "AGN": 2}, "split": "test"}
     assert list(s["per_class"]) == CLASSES
+
+
+# --------------------------------------------------------------------------- evaluate_run
+@pytest.fixture(scope="module")
+def spectral_run(sdss_dir, tmp_path_factory):
+    """A real dataset of the shared SDSS spectra and a briefly trained spectral_tutorial run."""
+    import keras
+
+    from specclass.models import get_model
+    from specclass.persistence import save_run
+    from specclass.preprocessing import Preprocessor
+    from specclass.spectra.build import build_dataset
+
+    ds, _ = build_dataset(sdss_dir / "spectra", labels="seed4")
+    pre = Preprocessor.from_dataset(ds)
+    keras.utils.set_random_seed(0)
+    model = get_model("spectral_tutorial", pre.input_length, len(ds.class_names))
+    train = ds.split("train")
+    hist = model.fit(pre.transform(train.flux, train.ivar), train.labels, epochs=2, batch_size=32, verbose=0)
+    run_dir = tmp_path_factory.mktemp("spectral-run")
+    save_run(run_dir, model, pre, {"model": "spectral_tutorial", "epochs": 2},
+             history={k: [float(v) for v in vals] for k, vals in hist.history.items()})
+    path = ds.save(tmp_path_factory.mktemp("data") / "sdss.h5")
+    return run_dir, ds, path, model, pre
+
+
+def test_evaluate_run_writes_everything(spectral_run):
+    from specclass.evaluation import evaluate_run
+
+    run_dir, ds, path, model, pre = spectral_run
+    m = evaluate_run(run_dir, path, split="all")
+    assert m["n"] == len(ds) and m["split"] == "all"
+    assert m["confusion_matrix"]["labels"] == ds.class_names == ["AGN", "GALAXY", "QSO", "STAR"]
+    expected = model.predict(pre.transform(ds.flux, ds.ivar), verbose=0).argmax(axis=1)
+    np.testing.assert_array_equal(
+        m["confusion_matrix"]["counts"], confusion_matrix(ds.labels, expected, labels=range(4)))
+    assert m["dataset"]["per_class"] == {c: int((ds.labels == i).sum()) for i, c in enumerate(ds.class_names)}
+    assert set(m["by_source"]) == {"fits"} and m["by_zwarning"]["zwarning == 0"]["n"] > 0
+    assert set(m["small_classes"]) >= {"AGN", "STAR"}  # 2 examples each in the shared set
+    if m["misclassified"]:
+        row = m["misclassified"][0]
+        assert row["file"].endswith(".fits") and row["plate"] > 0 and row["fiberid"] > 0
+        assert (run_dir / "misclassified_spectra.png").stat().st_size > 0
+    for name in ("metrics.json", "misclassified.csv", "confusion_matrix.png", "curves.png", "report.html"):
+        assert (run_dir / name).stat().st_size > 0, name
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk["accuracy"] == m["accuracy"] and on_disk["files"] == m["files"]
+    html = (run_dir / "report.html").read_text()
+    assert "spectral_tutorial" in html and "By ZWARNING" in html and "https://" not in html
+    # the test split alone (object-grouped split written by the dataset builder)
+    t = evaluate_run(run_dir, ds, split="test")
+    assert t["n"] == int((ds.meta["split"] == 2).sum()) > 0
+
+
+def test_evaluate_run_refuses_other_class_order(spectral_run):
+    from specclass.evaluation import evaluate_run
+    from specclass.spectra.dataset import SpectralDataset
+
+    run_dir, ds, _, _, _ = spectral_run
+    other = SpectralDataset(ds.flux, ds.ivar, ds.labels, list(reversed(ds.class_names)), ds.loglam, ds.meta)
+    with pytest.raises(ValueError, match="differ from the run's"):
+        evaluate_run(run_dir, other, split="all")
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        evaluate_run(run_dir / "nope", ds)

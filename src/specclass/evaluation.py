@@ -181,31 +181,10 @@ def _group(correct: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
 
 
 def _zwarning_bit_name(bit: int) -> str:
-    """Name of ZWARNING bit ``bit`` from :mod:`specclass.spectra.zwarning` when it has one."""
-    try:
-        from specclass.spectra import zwarning as zw
-    except ImportError:
-        return f"bit {bit}"
-    for attr in ("ZWARNING_BITS", "BITS", "BIT_NAMES"):
-        table = getattr(zw, attr, None)
-        if isinstance(table, Mapping):
-            if bit in table and isinstance(table[bit], str):
-                return table[bit]
-            for name, value in table.items():  # name -> bit, or name -> 2**bit
-                if isinstance(name, str) and value in (bit, 1 << bit):
-                    return name
-        elif isinstance(table, (list, tuple)) and bit < len(table) and isinstance(table[bit], str):
-            return table[bit]
-    for attr in ("decode", "bit_names", "decode_zwarning", "zwarning_names"):
-        fn = getattr(zw, attr, None)
-        if callable(fn):
-            try:
-                names = list(fn(1 << bit))
-            except Exception:  # noqa: BLE001 - an interface we do not know; fall back
-                continue
-            if len(names) == 1 and isinstance(names[0], str):
-                return names[0]
-    return f"bit {bit}"
+    """Name of ZWARNING bit ``bit`` (:data:`specclass.spectra.zwarning.ZWARNING_BITS`), else 'bit N'."""
+    from specclass.spectra.zwarning import ZWARNING_BITS
+
+    return ZWARNING_BITS.get(bit, f"bit {bit}")
 
 
 def _zwarning_breakdown(zwarning: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
@@ -348,17 +327,14 @@ def evaluate_run(
     if len(data) == 0:
         raise ValueError(f"dataset split {split!r} is empty (meta['split'] has no rows for it)")
     run = persistence.load_run(run_dir)
-    model = _attr(run, "model")
-    preprocessor = _attr(run, "preprocessor")
-    class_names = list(_attr(run, "class_names", None) or getattr(preprocessor, "class_names", None) or [])
-    if class_names and list(data.class_names) != class_names:
+    class_names = run.class_names
+    if list(data.class_names) != class_names:
         raise ValueError(
             f"dataset class names {list(data.class_names)} differ from the run's {class_names} "
             f"(run folder {run_dir}); labels would be misread"
         )
-    class_names = class_names or list(data.class_names)
-    x = preprocessor.transform(data.flux, data.ivar) if _takes_ivar(preprocessor) else preprocessor.transform(data.flux)
-    proba = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    x = run.preprocessor.transform(data.flux, data.ivar)
+    proba = np.asarray(run.model.predict(x, batch_size=batch_size, verbose=0))
     metrics = evaluate_predictions(data.labels, proba, class_names, meta=data.meta)
     metrics["split"] = split
     metrics["dataset"] = dict(
@@ -369,14 +345,13 @@ def evaluate_run(
         sources=sorted(set(np.asarray(data.meta["source"]).astype(str).tolist())),
     )
 
-    files: dict[str, str] = {}
-    files["metrics"] = str(write_metrics_json(metrics, run_dir / "metrics.json"))
+    files: dict[str, str] = {"metrics": str(run_dir / "metrics.json")}
     files["misclassified_csv"] = str(write_misclassified_csv(metrics["misclassified"], run_dir / "misclassified.csv"))
     images: dict[str, Path] = {}
     images["Confusion matrix"] = plots.plot_confusion_matrix(
         np.array(metrics["confusion_matrix"]["counts"]), class_names, run_dir / "confusion_matrix.png"
     )
-    history = _attr(run, "history", None) or _read_history(run_dir)
+    history = run.history
     if history:
         images["Training curves"] = plots.plot_history(history, run_dir / "curves.png")
     wrong = [row["index"] for row in metrics["misclassified"][:max_gallery]]
@@ -393,7 +368,7 @@ def evaluate_run(
         )
     for key, p in images.items():
         files[key] = str(p)
-    config = _attr(run, "config", None) or _read_json(run_dir / "config.json") or {}
+    config = run.config
     files["report"] = str(
         report.write_report(
             run_dir / "report.html",
@@ -405,42 +380,8 @@ def evaluate_run(
         )
     )
     metrics["files"] = files
+    write_metrics_json(metrics, run_dir / "metrics.json")
     return metrics
-
-
-def _attr(obj: Any, name: str, *default: Any) -> Any:
-    if isinstance(obj, Mapping):
-        if name in obj:
-            return obj[name]
-    elif hasattr(obj, name):
-        return getattr(obj, name)
-    if default:
-        return default[0]
-    raise AttributeError(f"loaded run has no {name!r} (specclass.persistence.load_run returned {type(obj).__name__})")
-
-
-def _takes_ivar(preprocessor: Any) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(preprocessor.transform).parameters
-    except (TypeError, ValueError):
-        return False
-    return len([p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _read_history(run_dir: Path) -> dict[str, list[float]] | None:
-    history = _read_json(run_dir / "history.json")
-    if isinstance(history, Mapping) and "history" in history and isinstance(history["history"], Mapping):
-        history = history["history"]
-    return dict(history) if isinstance(history, Mapping) else None
 
 
 def _spectrum_title(row: Mapping[str, Any]) -> str:

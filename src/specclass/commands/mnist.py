@@ -38,7 +38,6 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -180,43 +179,25 @@ def _resolve_device(choice: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- save / load
-def _atomic_keras_write(target: Path, write) -> Path:
-    """Call ``write(tmp_path)`` with a temp name that keeps ``target``'s suffixes, then rename."""
-    suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".weights.h5") else target.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
-    os.unlink(tmp)  # Keras refuses to overwrite some files without asking; let it create the file
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
-
-
 def save_model_formats(model: Any, run_dir: str | os.PathLike, extra: bool = True) -> dict[str, str]:
-    """Save ``model`` in the tutorial's ways into ``run_dir``, each file atomically.
+    """Save ``model`` in the tutorial's ways into ``run_dir`` (each file atomically).
 
-    Files: ``model.keras`` (always; Keras 3 full model), and with ``extra``:
-    ``model.h5`` (legacy HDF5 full model), ``model.json`` (``model.to_json()``,
-    architecture only) and ``model.weights.h5`` (``model.save_weights``; Keras 3
-    only accepts weight files named ``*.weights.h5``, so the tutorial's
-    ``model.save_weights('weights.h5')`` raises ``ValueError`` there).
+    Uses :func:`specclass.persistence.save_model`: ``model.keras`` always (Keras 3
+    full model), and with ``extra`` also ``model.h5`` (legacy HDF5 full model) and
+    ``model.json`` (``model.to_json()``, architecture only) + ``model.weights.h5``
+    (``model.save_weights``). Keras 3 only accepts weight files named
+    ``*.weights.h5``: the tutorial's ``model.save_weights('weights.h5')`` raises
+    ``ValueError`` there, hence the name.
 
     Returns:
-        ``{format: file name}`` for the files written (keys of :data:`MODEL_FILES`).
+        ``{format: file name}`` for each file written (``weights`` for the weights file).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    written = {"keras": str(_atomic_keras_write(run_dir / MODEL_FILES["keras"], model.save).name)}
-    if extra:
-        written["h5"] = _atomic_keras_write(run_dir / MODEL_FILES["h5"], model.save).name
-        from specclass.evaluation import write_text_atomic
+    from specclass.persistence import save_model
 
-        written["json"] = write_text_atomic(run_dir / MODEL_FILES["json"], model.to_json()).name
-        written["weights"] = _atomic_keras_write(run_dir / MODEL_FILES["weights"], model.save_weights).name
+    formats = ("keras", "h5", "json") if extra else ("keras",)
+    written = {fmt: Path(p).name for fmt, p in save_model(model, run_dir, formats).items()}
+    if extra:
+        written["weights"] = MODEL_FILES["weights"]
     return written
 
 
@@ -225,17 +206,18 @@ def load_model_format(run_dir: str | os.PathLike, fmt: str = "keras", config: di
 
     Args:
         run_dir: the run folder.
-        fmt: ``"keras"`` (``keras.saving.load_model(model.keras, safe_mode=True)``),
-            ``"h5"`` (``keras.saving.load_model(model.h5)``), ``"json"``
-            (``keras.models.model_from_json`` + ``load_weights(model.weights.h5)``)
-            or ``"weights"`` (rebuild the network from ``config.json`` with the
-            registry, then ``load_weights``).
+        fmt: ``"keras"`` (``model.keras``), ``"h5"`` (``model.h5``), ``"json"``
+            (``model.json`` architecture + ``model.weights.h5``), all through
+            :func:`specclass.persistence.load_model` with ``safe_mode=True``; or
+            ``"weights"``: rebuild the network from ``config.json`` with the model
+            registry, then ``load_weights(model.weights.h5)`` (the tutorial's
+            "same code, saved weights" way).
         config: the run's config (read from ``config.json`` when ``None``).
 
     Raises:
         CLIError: if the requested file is missing (names it and how to make it).
     """
-    import keras
+    from specclass.persistence import RunFolderError, load_model
 
     run_dir = Path(run_dir)
     if fmt not in MODEL_FILES:
@@ -244,17 +226,17 @@ def load_model_format(run_dir: str | os.PathLike, fmt: str = "keras", config: di
     for name in needed:
         if not (run_dir / name).is_file():
             raise CLIError(f"{run_dir / name}: missing (train without --no-extra-formats to write it)")
-    if fmt == "keras":
-        return keras.saving.load_model(run_dir / MODEL_FILES["keras"], safe_mode=True)
-    if fmt == "h5":
-        return keras.saving.load_model(run_dir / MODEL_FILES["h5"])
-    if fmt == "json":
-        model = keras.models.model_from_json((run_dir / MODEL_FILES["json"]).read_text(encoding="utf-8"))
-    else:
-        from specclass.models import get_model
+    if fmt != "weights":
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+                return load_model(run_dir, fmt)
+        except RunFolderError as exc:
+            raise CLIError(str(exc)) from exc
+    from specclass.models import get_model
 
-        config = config if config is not None else _read_config(run_dir)
-        model = get_model(config["model"], 784, 10, **config.get("model_options", {}))
+    config = config if config is not None else _read_config(run_dir)
+    model = get_model(config["model"], 784, 10, **config.get("model_options", {}))
     with warnings.catch_warnings():
         # The weights file also holds the training optimiser's state; a freshly built
         # model's optimiser has not been built yet, so Keras skips those variables
