@@ -161,6 +161,7 @@ class SpectralDataset:
         attrs.update(format=FORMAT_NAME, format_version=FORMAT_VERSION, class_names=self.class_names)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         os.close(fd)
+        _ordinary_mode(tmp)
         try:
             if path.suffix == ".npz":
                 arrays = {"flux": self.flux, "ivar": self.ivar, "labels": self.labels, "loglam": self.loglam}
@@ -247,11 +248,19 @@ class SpectralDataset:
         for name, arr in (("data", self.flux), ("labels", self.labels), ("wavelengths", self.wavelength)):
             target = directory / f"{name}.npy"
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy.part", dir=directory)
+            _ordinary_mode(tmp)
             with os.fdopen(fd, "wb") as fh:
                 np.save(fh, arr, allow_pickle=False)
             os.replace(tmp, target)
             out[name] = target
         return out
+
+
+def _ordinary_mode(path: str) -> None:
+    """Give a mkstemp file (0600) the mode a plain ``open`` would (0666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _meta_for_disk(v: np.ndarray) -> np.ndarray:
