@@ -238,8 +238,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     classes = [c.upper() for c in (args.classes or fe.SEED4)]
     try:
         if args.dry_run:
-            for label, request in fe.fetch_requests(args.per_class, classes, args.golden, cfg.data_release, plate, mjd, cfg):
-                _print_request(label, request)
+            for _, query, request in fe.fetch_requests(args.per_class, classes, args.golden, cfg.data_release, plate, mjd, cfg):
+                _print_request(query.describe(), request)
             print(f"# then download to {Path(args.out) / 'spectra'} and build {Path(args.out) / 'dataset.h5'}")
             return 0
         result = fe.fetch(

@@ -28,6 +28,7 @@ from specclass.sdss.download import DownloadReport, download_catalog
 from specclass.sdss.skyserver import (
     LABEL_PRESETS,
     EmptyResultError,
+    SpecObjQuery,
     SQLRequest,
     build_request,
     combine,
@@ -103,11 +104,12 @@ def fetch_requests(
     plate_range: tuple[int, int] | None = None,
     mjd_range: tuple[int, int] | None = None,
     config: SDSSConfig | None = None,
-) -> list[tuple[str, SQLRequest]]:
-    """The SkyServer requests :func:`fetch` would send, one per class, unsent (dry run)."""
+) -> list[tuple[str, SpecObjQuery, SQLRequest]]:
+    """``(class, query, request)`` for each SkyServer request :func:`fetch` would send,
+    unsent (dry run)."""
     cfg = config or conf
     dr = parse_release(cfg.data_release if data_release is None else data_release)
-    return [(k, build_request(q, cfg)) for k, q in _queries(per_class, classes, golden, dr, plate_range, mjd_range)]
+    return [(k, q, build_request(q, cfg)) for k, q in _queries(per_class, classes, golden, dr, plate_range, mjd_range)]
 
 
 def _default_builder() -> Callable[..., Any]:
