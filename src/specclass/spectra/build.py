@@ -144,6 +144,9 @@ class BuildReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
                 w.writerow(["file", "category", "reason"])
@@ -161,6 +164,20 @@ class BuildReport:
         """Read a file written by :meth:`write_skipped_csv`."""
         with open(path, newline="", encoding="utf-8") as fh:
             return [Skipped(r["file"], r["category"], r["reason"]) for r in csv.DictReader(fh)]
+
+    def skipped_lines(self, per_category: int = 10) -> list[str]:
+        """The skipped-files table, at most ``per_category`` rows per category."""
+        if not self.skipped:
+            return []
+        width = min(70, max(len(s.file) for s in self.skipped))
+        lines = []
+        for cat in CATEGORIES:
+            rows = [s for s in self.skipped if s.category == cat]
+            for s in rows[:per_category]:
+                lines.append(f"  {s.file:<{width}}  {s.reason}")
+            if len(rows) > per_category:
+                lines.append(f"  ... {len(rows) - per_category} more '{cat}'")
+        return lines
 
     def summary_lines(self) -> list[str]:
         """The human summary: counts per class and split, skips per category, zwarning removals."""
@@ -345,11 +362,13 @@ def build_rows(
             is_dr7 = m.format.lower().startswith("spspec")
             if golden and m.zwarning != 0:
                 if m.zwarning < 0:
-                    names = ["UNKNOWN"]
-                else:
-                    names = zw.decode(m.zwarning, dr7=is_dr7)
+                    zw_removed.update(["UNKNOWN"])
+                    skip(path, "zwarning", "golden: the file has no ZWARNING (unknown is not golden)")
+                    continue
+                names = zw.decode(m.zwarning, dr7=is_dr7)
                 zw_removed.update(names)
-                skip(path, "zwarning", f"golden: ZWARNING {m.zwarning} ({', '.join(names)})")
+                key = "Z_WARNIN (DR7 bits)" if is_dr7 else "ZWARNING"
+                skip(path, "zwarning", f"golden: {key} {m.zwarning} ({', '.join(names)})")
                 continue
             if not is_dr7 and zw.is_sky(m.zwarning):
                 names = ", ".join(zw.decode(m.zwarning))
