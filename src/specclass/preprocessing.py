@@ -85,6 +85,11 @@ class Preprocessor:
         normalisation: one of :data:`NORMALISATIONS`.
         channels: 1 (normalised flux) or 2 (flux + good-pixel weight).
         clip: if set, normalised flux is clipped to ``[-clip, clip]``.
+        bad_mask_bits: SPPIXMASK ``and_mask`` bits that masked a pixel when the
+            training dataset was gridded (``attrs['bad_mask_bits']``); reused by
+            :meth:`grid_spectrum` so raw files are gridded exactly like the
+            dataset rows. ``None`` = the grid module's default.
+        extra: free-form JSON values kept with the preprocessing.
 
     Raises:
         ValueError: on an unknown normalisation, bad channels, bad clip or a grid
@@ -96,6 +101,7 @@ class Preprocessor:
     normalisation: str = "robust"
     channels: int = 1
     clip: float | None = None
+    bad_mask_bits: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +130,8 @@ class Preprocessor:
             raise ValueError(
                 f"dataset grid attribute says npix={grid.get('npix')} but flux has {dataset.flux.shape[1]} pixels"
             )
+        bits = dataset.attrs.get("bad_mask_bits")
+        kwargs.setdefault("bad_mask_bits", None if bits is None else int(bits))
         return cls(grid=grid, class_names=list(dataset.class_names), **kwargs)
 
     @property
@@ -147,6 +155,7 @@ class Preprocessor:
             "normalisation": self.normalisation,
             "channels": int(self.channels),
             "clip": self.clip,
+            "bad_mask_bits": self.bad_mask_bits,
             "extra": dict(self.extra),
         }
 
@@ -167,6 +176,7 @@ class Preprocessor:
             normalisation=d.get("normalisation", "robust"),
             channels=int(d.get("channels", 1)),
             clip=d.get("clip"),
+            bad_mask_bits=d.get("bad_mask_bits"),
             extra=dict(d.get("extra", {})),
         )
 
@@ -248,7 +258,8 @@ class Preprocessor:
         """
         from specclass.spectra.grid import LogLamGrid, rebin
 
-        flux, ivar = rebin(spectrum, LogLamGrid.from_dict(self.grid))
+        kwargs = {} if self.bad_mask_bits is None else {"bad_mask_bits": int(self.bad_mask_bits)}
+        flux, ivar = rebin(spectrum, LogLamGrid.from_dict(self.grid), **kwargs)
         return np.asarray(flux, dtype=np.float32), np.asarray(ivar, dtype=np.float32)
 
     def transform_spectrum(self, spectrum: "Spectrum") -> np.ndarray:

@@ -1,0 +1,327 @@
+"""The run folder: everything a user keeps from one training run.
+
+Layout (written by :func:`specclass.training.train`, extended by
+:func:`specclass.evaluation.evaluate_run`)::
+
+    RUN/
+      model.keras           the trained model (Keras 3 native zip: config + weights
+                            + optimizer state); the best epoch's weights
+      preprocessing.json    grid, normalisation, channels, class names
+                            (:class:`specclass.preprocessing.Preprocessor`)
+      config.json           how it was trained: model name and options, dataset,
+                            epochs, batch size, seed, class weights, device, versions
+      history.json          per-epoch metrics {"loss": [...], "val_loss": [...], ...}
+      history.csv           the same, written by keras.callbacks.CSVLogger
+      metrics.json, *.png, report.html   from ``specclass evaluate``
+      model.h5              on request: legacy single-file HDF5 (Keras 2 style)
+      model.json +          on request: architecture as JSON (``model.to_json()``)
+      model.weights.h5        plus weights only (``model.save_weights``)
+      checkpoints/          training backup and best checkpoint (resume state)
+
+The three model formats are the tutorial's three ways of saving a Keras model.
+Keras 3 changed two things a Keras 2 user will trip over: ``model.save`` decides
+the format by the file suffix (``.keras`` native, ``.h5`` legacy HDF5; any other
+suffix is an error), and ``model.save_weights`` only accepts names ending in
+``.weights.h5`` (so the tutorial's ``model.h5``-for-weights must now be
+``model.weights.h5``). All three load back to the same predictions
+(tests/test_persistence.py). Loading always uses ``safe_mode=True``: no
+``Lambda`` byte code is ever deserialised from a run folder.
+
+Every file is written atomically: to a temporary name in the same folder, then
+renamed over the target, so a crash never leaves a half-written file under a
+final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from specclass.preprocessing import Preprocessor
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+MODEL_FILES = {"keras": "model.keras", "h5": "model.h5", "json": ("model.json", "model.weights.h5")}
+SAVE_FORMATS = tuple(MODEL_FILES)
+PREPROCESSING_FILE = "preprocessing.json"
+CONFIG_FILE = "config.json"
+HISTORY_JSON = "history.json"
+HISTORY_CSV = "history.csv"
+METRICS_FILE = "metrics.json"
+
+
+class RunFolderError(FileNotFoundError):
+    """A run folder, or a file it must hold, is missing or unreadable (names the path)."""
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _atomic(path: Path, write: Callable[[str], None], suffix: str = "") -> Path:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path``; remove tmp on error.
+
+    ``suffix`` is appended to the temporary name (Keras picks the format from it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    return _atomic(Path(path), write)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (numpy scalars/arrays converted) atomically.
+
+    Raises:
+        TypeError: if ``obj`` holds something JSON cannot represent.
+    """
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file.
+
+    Raises:
+        RunFolderError: if it is missing or not valid JSON (names the file).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: not readable JSON ({exc})") from exc
+
+
+def save_model_atomic(model: "keras.Model", path: str | os.PathLike) -> Path:
+    """``model.save(path)`` via a temporary file; ``path`` ends in ``.keras`` or ``.h5``.
+
+    Raises:
+        ValueError: for any other suffix.
+    """
+    path = Path(path)
+    if path.suffix not in (".keras", ".h5"):
+        raise ValueError(f"{path}: a model file must end in .keras (native) or .h5 (legacy HDF5)")
+    return _atomic(path, lambda tmp: model.save(tmp), suffix=path.suffix)
+
+
+def save_model(model: "keras.Model", run_dir: str | os.PathLike, formats: Iterable[str] = ("keras",)) -> dict[str, Path]:
+    """Save ``model`` into ``run_dir`` in each of ``formats``.
+
+    Args:
+        model: a built Keras model.
+        run_dir: the run folder (created if needed).
+        formats: any of ``"keras"`` (``model.keras``), ``"h5"`` (``model.h5``,
+            legacy HDF5 including the optimizer), ``"json"`` (``model.json``
+            architecture + ``model.weights.h5`` weights).
+
+    Returns:
+        ``{format: path}`` (for ``json``, the ``model.json`` path).
+
+    Raises:
+        ValueError: an unknown format (lists the allowed ones).
+    """
+    formats = list(dict.fromkeys(formats))
+    bad = [f for f in formats if f not in SAVE_FORMATS]
+    if bad:
+        raise ValueError(f"unknown save format(s) {bad}; allowed: {', '.join(SAVE_FORMATS)}")
+    run_dir = Path(run_dir)
+    out: dict[str, Path] = {}
+    for fmt in formats:
+        if fmt == "keras":
+            out[fmt] = save_model_atomic(model, run_dir / MODEL_FILES["keras"])
+        elif fmt == "h5":
+            import warnings
+
+            with warnings.catch_warnings():  # Keras warns that HDF5 is legacy: the user asked for it
+                warnings.simplefilter("ignore", UserWarning)
+                out[fmt] = save_model_atomic(model, run_dir / MODEL_FILES["h5"])
+        else:
+            arch, weights = MODEL_FILES["json"]
+            # weights first: a model.json never points at missing or stale weights
+            _atomic(run_dir / weights, lambda tmp: model.save_weights(tmp), suffix=".weights.h5")
+            out[fmt] = write_text_atomic(run_dir / arch, model.to_json())
+    return out
+
+
+def save_run(
+    run_dir: str | os.PathLike,
+    model: "keras.Model",
+    preprocessor: Preprocessor,
+    config: Mapping[str, Any],
+    *,
+    history: Mapping[str, list[float]] | None = None,
+    formats: Iterable[str] = ("keras",),
+) -> dict[str, Path]:
+    """Write a complete run folder (model files, preprocessing, config, history JSON).
+
+    ``history.csv`` is written during training by ``keras.callbacks.CSVLogger``
+    and is not touched here.
+
+    Returns:
+        ``{role: path}`` for every file written.
+    """
+    run_dir = Path(run_dir)
+    files = {f"model_{k}": v for k, v in save_model(model, run_dir, formats).items()}
+    files["preprocessing"] = write_json_atomic(run_dir / PREPROCESSING_FILE, preprocessor.to_dict())
+    cfg = dict(config)
+    cfg["save_formats"] = list(dict.fromkeys(formats))
+    files["config"] = write_json_atomic(run_dir / CONFIG_FILE, cfg)
+    if history is not None:
+        files["history"] = write_json_atomic(run_dir / HISTORY_JSON, dict(history))
+    return files
+
+
+class LoadedRun(tuple):
+    """What :func:`load_run` returns: unpacks as ``(model, preprocessor, config)``.
+
+    Also has the attributes ``model``, ``preprocessor``, ``config``,
+    ``class_names``, ``history`` (dict of per-epoch lists, or ``None``) and
+    ``run_dir``.
+    """
+
+    model: "keras.Model"
+    preprocessor: Preprocessor
+    config: dict[str, Any]
+
+    def __new__(cls, model: Any, preprocessor: Preprocessor, config: dict[str, Any], run_dir: Path,
+                history: dict[str, list[float]] | None) -> "LoadedRun":
+        obj = super().__new__(cls, (model, preprocessor, config))
+        obj.model, obj.preprocessor, obj.config = model, preprocessor, config
+        obj.run_dir, obj.history = run_dir, history
+        return obj
+
+    @property
+    def class_names(self) -> list[str]:
+        """Output classes in model order."""
+        return list(self.preprocessor.class_names)
+
+
+def load_model(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool = True) -> "keras.Model":
+    """Load the model of a run folder in one of :data:`SAVE_FORMATS`, with ``safe_mode=True``.
+
+    ``json`` rebuilds the architecture from ``model.json`` with
+    ``keras.saving.deserialize_keras_object(..., safe_mode=True)`` (uncompiled)
+    and loads ``model.weights.h5`` into it.
+
+    Raises:
+        ValueError: unknown ``fmt``.
+        RunFolderError: the file(s) for ``fmt`` are missing (says which formats exist).
+    """
+    import keras
+
+    if fmt not in SAVE_FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(SAVE_FORMATS)}, got {fmt!r}")
+    run_dir = Path(run_dir)
+    names = MODEL_FILES[fmt]
+    needed = [run_dir / n for n in ((names,) if isinstance(names, str) else names)]
+    missing = [p for p in needed if not p.is_file()]
+    if missing:
+        have = [f for f in SAVE_FORMATS if all((run_dir / n).is_file() for n in _as_tuple(MODEL_FILES[f]))]
+        raise RunFolderError(
+            f"{missing[0]}: missing, so the run cannot be loaded as {fmt!r}; formats present: {have or 'none'}"
+        )
+    if fmt == "json":
+        config = json.loads(needed[0].read_text(encoding="utf-8"))
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        model.load_weights(needed[1])
+        return model
+    return keras.saving.load_model(needed[0], compile=compile, safe_mode=True)
+
+
+def _as_tuple(x: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (x,) if isinstance(x, str) else x
+
+
+def load_preprocessor(run_dir: str | os.PathLike) -> Preprocessor:
+    """The run's :class:`Preprocessor` from ``preprocessing.json``.
+
+    Raises:
+        RunFolderError: missing or invalid file (names it).
+    """
+    path = Path(run_dir) / PREPROCESSING_FILE
+    try:
+        return Preprocessor.from_dict(read_json(path))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise RunFolderError(f"{path}: not a specclass preprocessing file ({exc})") from exc
+
+
+def load_history(run_dir: str | os.PathLike) -> dict[str, list[float]] | None:
+    """``history.json`` as ``{metric: [per-epoch values]}``, or ``None`` if absent."""
+    path = Path(run_dir) / HISTORY_JSON
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    return dict(data) if isinstance(data, dict) else None
+
+
+def load_run(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool = True) -> LoadedRun:
+    """Load a run folder for prediction or evaluation.
+
+    Args:
+        run_dir: folder written by :func:`save_run` (``specclass train``).
+        fmt: model file to load: ``"keras"``, ``"h5"`` or ``"json"``.
+        compile: compile the model (``keras``/``h5``; a ``json`` model is never
+            compiled, it carries no optimizer).
+
+    Returns:
+        :class:`LoadedRun` -- unpack as ``model, preprocessor, config = load_run(run_dir)``.
+
+    Raises:
+        RunFolderError: the folder or a required file is missing or unreadable.
+        ValueError: unknown ``fmt``.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: no such run folder")
+    preprocessor = load_preprocessor(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    config = read_json(config_path) if config_path.is_file() else {}
+    model = load_model(run_dir, fmt, compile=compile)
+    n_out = model.output_shape[-1]
+    if n_out != len(preprocessor.class_names):
+        raise RunFolderError(
+            f"{run_dir}: model has {n_out} outputs but {PREPROCESSING_FILE} names "
+            f"{len(preprocessor.class_names)} classes {preprocessor.class_names}"
+        )
+    return LoadedRun(model, preprocessor, config, run_dir, load_history(run_dir))

@@ -1,0 +1,250 @@
+"""Classify spectra with a saved run folder: raw files (any format the readers know) or a dataset.
+
+The run's own preprocessing (``preprocessing.json``: grid, masked SPPIXMASK bits,
+normalisation, class names) is re-applied, so a FITS file and the same spectrum's
+row in a dataset built on that grid get the same probabilities.
+
+Output rows (dicts; :func:`write_predictions_csv` writes them in this column order)::
+
+    file, row, plate, mjd, fiberid, file_class, file_subclass, z, zwarning,
+    predicted_class, probability, p_<CLASS> (one per class), reason
+
+``file_class``/``file_subclass`` are the labels the file itself carries (or the
+dataset row's class); ``probability`` is that of ``predicted_class``; ``reason`` is
+empty for a classified spectrum and says why for one that could not be (unreadable
+file, no good pixel on the model's grid).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from specclass import persistence
+from specclass.preprocessing import Preprocessor
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+    from specclass.spectra.dataset import SpectralDataset
+
+log = logging.getLogger(__name__)
+
+BASE_COLUMNS = ("file", "row", "plate", "mjd", "fiberid", "file_class", "file_subclass", "z", "zwarning",
+                "predicted_class", "probability")
+
+
+def _as_run(run: Any, fmt: str = "keras") -> persistence.LoadedRun:
+    if isinstance(run, persistence.LoadedRun):
+        return run
+    return persistence.load_run(run, fmt=fmt, compile=False)
+
+
+def predict_arrays(
+    model: "keras.Model",
+    preprocessor: Preprocessor,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    *,
+    batch_size: int = 256,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """Class probabilities for gridded spectra.
+
+    Args:
+        model: a model from :func:`specclass.persistence.load_run`.
+        preprocessor: the run's :class:`~specclass.preprocessing.Preprocessor`.
+        flux, ivar: ``(N, L)`` on the run's grid.
+        batch_size: ``model.predict`` batch size.
+        chunk: spectra preprocessed at a time (bounds memory).
+
+    Returns:
+        ``(N, n_classes)`` float32 probabilities, columns in ``preprocessor.class_names`` order.
+    """
+    flux = np.asarray(flux)
+    ivar = np.asarray(ivar)
+    n_classes = len(preprocessor.class_names)
+    out = np.zeros((flux.shape[0], n_classes), dtype=np.float32)
+    for start in range(0, flux.shape[0], chunk):
+        x = preprocessor.transform(flux[start : start + chunk], ivar[start : start + chunk])
+        out[start : start + chunk] = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    return out
+
+
+def _row(meta: dict[str, Any], proba: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    k = int(np.argmax(proba))
+    row = dict(meta)
+    row["predicted_class"] = class_names[k]
+    row["probability"] = float(proba[k])
+    for name, p in zip(class_names, proba):
+        row[f"p_{name}"] = float(p)
+    row["reason"] = ""
+    return row
+
+
+def predict_files(
+    run_dir: str | os.PathLike | persistence.LoadedRun,
+    paths_or_dirs: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 256,
+    fmt: str = "keras",
+    min_good_pixels: int = 1,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Classify spectrum files with a run folder.
+
+    Args:
+        run_dir: run folder (or an already loaded :class:`~specclass.persistence.LoadedRun`).
+        paths_or_dirs: files and/or folders (searched recursively for spectrum
+            files, see :func:`specclass.io.find_spectrum_files`).
+        out: if given, the CSV written atomically (:func:`write_predictions_csv`),
+            classified rows first, then one row per failure.
+        batch_size: ``model.predict`` batch size.
+        fmt: which model file of the run to load (``keras``, ``h5``, ``json``).
+        min_good_pixels: spectra with fewer good pixels on the run's grid are
+            reported as failures instead of being classified.
+        progress: show a tqdm progress bar over files.
+
+    Returns:
+        ``(rows, failures)``: one dict per spectrum classified (see module
+        docstring), and ``{"file", "reason"}`` per spectrum that was not.
+
+    Raises:
+        specclass.persistence.RunFolderError: the run folder is incomplete.
+    """
+    from specclass.io import find_spectrum_files, iter_spectra
+
+    run = _as_run(run_dir, fmt)
+    pre = run.preprocessor
+    files = find_spectrum_files(paths_or_dirs)
+    metas: list[dict[str, Any]] = []
+    fluxes: list[np.ndarray] = []
+    ivars: list[np.ndarray] = []
+    failures: list[dict[str, str]] = []
+    it: Iterable = iter_spectra(files)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, total=len(files), unit="spectrum", desc="predict")
+    for path, spectrum, reason in it:
+        if spectrum is None:
+            failures.append({"file": path, "reason": reason or "unreadable"})
+            continue
+        try:
+            flux, ivar = pre.grid_spectrum(spectrum)
+        except ValueError as exc:
+            failures.append({"file": path, "reason": f"cannot be put on the model's grid: {exc}"})
+            continue
+        n_good = int(np.count_nonzero(ivar > 0))
+        if n_good < min_good_pixels:
+            lo, hi = 10 ** pre.loglam[0], 10 ** pre.loglam[-1]
+            failures.append({"file": path, "reason": f"{n_good} good pixels on the model's grid "
+                             f"({lo:.0f}-{hi:.0f} Å); needs {min_good_pixels}"})
+            continue
+        m = spectrum.meta
+        metas.append({
+            "file": path,
+            "row": m.extra.get("row", ""),
+            "plate": m.plate,
+            "mjd": m.mjd,
+            "fiberid": m.fiberid,
+            "file_class": m.class_,
+            "file_subclass": m.subclass,
+            "z": m.z,
+            "zwarning": m.zwarning,
+        })
+        fluxes.append(flux)
+        ivars.append(ivar)
+    rows: list[dict[str, Any]] = []
+    if metas:
+        proba = predict_arrays(run.model, pre, np.stack(fluxes), np.stack(ivars), batch_size=batch_size)
+        rows = [_row(meta, p, pre.class_names) for meta, p in zip(metas, proba)]
+    if out is not None:
+        write_predictions_csv(out, rows, failures, pre.class_names)
+    return rows, failures
+
+
+def predict_dataset(
+    run_dir: str | os.PathLike | persistence.LoadedRun,
+    dataset: "SpectralDataset | str | os.PathLike",
+    *,
+    split: str | None = None,
+    out: str | os.PathLike | None = None,
+    batch_size: int = 256,
+    fmt: str = "keras",
+) -> list[dict[str, Any]]:
+    """Classify the rows of a dataset (already on a grid) with a run folder.
+
+    Args:
+        run_dir: run folder or :class:`~specclass.persistence.LoadedRun`.
+        dataset: a :class:`~specclass.spectra.dataset.SpectralDataset` or its file.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` (every row).
+        out: optional CSV path (written atomically).
+
+    Returns:
+        One row dict per dataset row; ``file_class`` is the row's label name.
+
+    Raises:
+        ValueError: if the dataset's grid differs from the run's (pixel count or
+            start/step), since the model would see shifted wavelengths.
+    """
+    from specclass.spectra.dataset import SpectralDataset
+
+    run = _as_run(run_dir, fmt)
+    pre = run.preprocessor
+    if not isinstance(dataset, SpectralDataset):
+        dataset = SpectralDataset.load(dataset)
+    if split is not None:
+        dataset = dataset.split(split)
+    if dataset.flux.shape[1] != pre.input_length or not np.allclose(dataset.loglam, pre.loglam, atol=1e-7, rtol=0):
+        raise ValueError(
+            f"dataset grid ({dataset.flux.shape[1]} pixels from loglam {dataset.loglam[0]:.5f}) differs from the "
+            f"run's ({pre.input_length} pixels from {pre.loglam[0]:.5f}); rebuild the dataset on the run's grid"
+        )
+    proba = predict_arrays(run.model, pre, dataset.flux, dataset.ivar, batch_size=batch_size)
+    meta = dataset.meta
+    rows = []
+    for i in range(len(dataset)):
+        label = int(dataset.labels[i])
+        rows.append(_row({
+            "file": str(meta["file"][i]),
+            "row": i,
+            "plate": int(meta["plate"][i]),
+            "mjd": int(meta["mjd"][i]),
+            "fiberid": int(meta["fiberid"][i]),
+            "file_class": dataset.class_names[label] if label >= 0 else "",
+            "file_subclass": str(meta["subclass"][i]),
+            "z": float(meta["z"][i]),
+            "zwarning": int(meta["zwarning"][i]),
+        }, proba[i], pre.class_names))
+    if out is not None:
+        write_predictions_csv(out, rows, [], pre.class_names)
+    return rows
+
+
+def write_predictions_csv(
+    path: str | os.PathLike,
+    rows: Sequence[dict[str, Any]],
+    failures: Sequence[dict[str, str]],
+    class_names: Sequence[str],
+) -> Path:
+    """Write predictions (then failures, with only ``file`` and ``reason``) as CSV, atomically.
+
+    Columns: :data:`BASE_COLUMNS`, ``p_<CLASS>`` per class, ``reason``.
+    """
+    columns = [*BASE_COLUMNS, *(f"p_{c}" for c in class_names), "reason"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    for fail in failures:
+        writer.writerow({"file": fail["file"], "reason": fail["reason"]})
+    return persistence.write_text_atomic(path, buf.getvalue())
