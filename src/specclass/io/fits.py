@@ -96,6 +96,12 @@ def open_fits(data: bytes, path: str) -> fits.HDUList:
             warnings.filterwarnings("ignore", message=".*[Cc]ard.*")
             hdul = fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False)
     except Exception as exc:  # astropy raises OSError, ValueError, VerifyWarning, ...
+        if len(data) % 2880:
+            raise SpectrumReadError(
+                path,
+                f"FITS file is truncated or damaged: {len(data)} bytes is not a whole number of "
+                f"2880-byte blocks (astropy: {_short(exc)})",
+            ) from None
         raise SpectrumReadError(path, f"not a readable FITS file ({_short(exc)})") from None
     expected = 0
     for hdu in hdul:

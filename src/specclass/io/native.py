@@ -181,6 +181,10 @@ class _Source:
             search = i + 1
         end = i + CARD
         data_start = start + -(-(end - start) // BLOCK) * BLOCK
+        if data_start > self.size:
+            raise SpectrumReadError(
+                self.path, f"FITS file is truncated: {what} needs {data_start} bytes, the file has {self.size}"
+            )
         return self.buf[start:end], data_start
 
 
@@ -259,8 +263,23 @@ def _extension(src: _Source, start: int, hdu: int) -> tuple[bytes, int, int, int
     return header, data_start, naxis1, naxis2
 
 
+_STRUCT_CACHE: dict[tuple[int, tuple[str, ...]], tuple[TableLayout, np.dtype]] = {}
+
+
 def _struct(layout: TableLayout, names: tuple[str, ...], hdu: int) -> np.dtype:
     """Big-endian structured dtype holding only ``names`` (which must exist, unscaled, scalar)."""
+    key = (id(layout), names)
+    hit = _STRUCT_CACHE.get(key)
+    if hit is not None and hit[0] is layout:
+        return hit[1]
+    dtype = _make_struct(layout, names, hdu)
+    if len(_STRUCT_CACHE) >= _CACHE_MAX:
+        _STRUCT_CACHE.clear()
+    _STRUCT_CACHE[key] = (layout, dtype)
+    return dtype
+
+
+def _make_struct(layout: TableLayout, names: tuple[str, ...], hdu: int) -> np.dtype:
     fields, formats, offsets = [], [], []
     for name in names:
         col = layout.columns[name]
@@ -340,11 +359,11 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
     if src.size > end2:
         h3, d3 = src.header(end2, "HDU 3 header")
         n3 = _fixed_int(h3, 1, b"BITPIX")
-        dims3 = [_fixed_int(h3, 2 + i, f"NAXIS{i}".encode()) for i in range(1, _fixed_int(h3, 2, b"NAXIS") + 1)]
-        cards3 = parse_cards(h3[: 10 * CARD])
-        size3 = abs(n3) // 8 * int(cards3.get("GCOUNT", 1)) * (
-            int(cards3.get("PCOUNT", 0)) + (math.prod(dims3) if dims3 else 0)
-        )
+        naxis3 = _fixed_int(h3, 2, b"NAXIS")
+        dims3 = [_fixed_int(h3, 2 + i, f"NAXIS{i}".encode()) for i in range(1, naxis3 + 1)]
+        pcount3 = _fixed_int(h3, 3 + naxis3, b"PCOUNT")
+        gcount3 = _fixed_int(h3, 4 + naxis3, b"GCOUNT")
+        size3 = abs(n3) // 8 * gcount3 * (pcount3 + (math.prod(dims3) if dims3 else 0))
         n_hdus = 4 if src.size <= d3 + _padded(size3) else 5
     kind = "spec-full" if n_hdus > 4 else "spec-lite"
     if not layout1.extname:

@@ -43,11 +43,13 @@ def load_text_labels(csv_path: str | os.PathLike[str]) -> dict[str, tuple[str, s
     """Read a label table for text spectra into ``{'PLATE-MJD-FIBER': (CLASS, SUBCLASS)}``.
 
     The CSV needs the columns ``plate, mjd, fiberid, class, subclass`` (any
-    case; e.g. ``sdss/arrays/sdss_star_spectra_txt.csv``). Labels are stripped
-    and upper-cased.
+    case; e.g. ``sdss/arrays/sdss_star_spectra_txt.csv`` or ``sdss/catalog.csv``);
+    rows with an empty plate, mjd or fiberid are skipped. Labels are stripped
+    and upper-cased. A spectrum listed more than once must carry the same label.
 
     Raises:
-        SpectrumReadError: the file is missing, lacks a column, or has a bad number.
+        SpectrumReadError: the file is missing, lacks a column, has a bad number, or
+            gives one spectrum two different labels.
     """
     path = os.fspath(csv_path)
     try:
@@ -59,6 +61,8 @@ def load_text_labels(csv_path: str | os.PathLike[str]) -> dict[str, tuple[str, s
                 raise SpectrumReadError(path, f"label table lacks column(s) {', '.join(need)}")
             out: dict[str, tuple[str, str]] = {}
             for lineno, rec in enumerate(reader, start=2):
+                if any(not (rec.get(fields[c]) or "").strip() for c in ("plate", "mjd", "fiberid")):
+                    continue  # not a single-fibre spectrum (e.g. a MaStar IFU row)
                 try:
                     key = object_key(
                         int(float(rec[fields["plate"]])), int(float(rec[fields["mjd"]])),
@@ -67,7 +71,11 @@ def load_text_labels(csv_path: str | os.PathLike[str]) -> dict[str, tuple[str, s
                 except (TypeError, ValueError):
                     raise SpectrumReadError(path, f"line {lineno}: plate/mjd/fiberid is not a number") from None
                 sub = rec.get(fields["subclass"], "") if "subclass" in fields else ""
-                out[key] = (decode_label(rec[fields["class"]]), decode_label(sub))
+                value = (decode_label(rec[fields["class"]]), decode_label(sub))
+                if out.setdefault(key, value) != value:
+                    raise SpectrumReadError(
+                        path, f"line {lineno}: {key} is labelled {value} here but {out[key]} earlier"
+                    )
     except OSError as exc:
         raise SpectrumReadError(path, f"cannot read the label table ({exc.strerror or exc})") from None
     return out
