@@ -241,6 +241,26 @@ def test_bad_input_errors_name_the_spectrum():
         rebin_arrays(ll, np.ones(3), np.ones(4), None, DEFAULT_GRID)
     with pytest.raises(ValueError, match="non-finite"):
         rebin_arrays(np.array([3.6, np.nan]), np.ones(2), np.ones(2), None, DEFAULT_GRID)
+    on_grid = DEFAULT_GRID.loglam[:50].copy()
+    on_grid[20] = np.nan  # must not slip through the on-grid fast path
+    with pytest.raises(ValueError, match="non-finite"):
+        rebin_arrays(on_grid, np.ones(50), np.ones(50), None, DEFAULT_GRID)
+
+
+def test_out_arrays_are_overwritten(lite_files):
+    s = read_lite(lite_files[0])
+    buf = np.full((2, DEFAULT_GRID.npix), 7.0, dtype=np.float32)
+    ivb = np.full_like(buf, 7.0)
+    f, iv = rebin(s, DEFAULT_GRID)
+    got = rebin_arrays(s.loglam, s.flux, s.ivar, s.and_mask, DEFAULT_GRID, out=(buf[1], ivb[1]))
+    assert got[0].base is buf or np.shares_memory(got[0], buf)
+    assert np.array_equal(buf[1], f) and np.array_equal(ivb[1], iv)
+    assert np.all(buf[0] == 7.0)
+    shifted = LogLamGrid(3.58 + 0.3e-4, 1e-4, 3801)  # general path overwrites too
+    rebin_arrays(s.loglam, s.flux, s.ivar, s.and_mask, shifted, out=(buf[1], ivb[1]))
+    assert np.array_equal(buf[1], rebin(s, shifted)[0])
+    with pytest.raises(ValueError, match="out arrays must be"):
+        rebin_arrays(s.loglam, s.flux, s.ivar, s.and_mask, DEFAULT_GRID, out=(np.zeros(5, np.float32), np.zeros(5, np.float32)))
 
 
 def test_rebinner_batch_and_speed(lite_files):

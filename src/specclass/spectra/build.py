@@ -58,7 +58,7 @@ import numpy as np
 
 from specclass.spectra import zwarning as zw
 from specclass.spectra.dataset import SPLIT_CODES, SpectralDataset
-from specclass.spectra.grid import DEFAULT_BAD_MASK_BITS, DEFAULT_GRID, LogLamGrid, mask_bits, mask_names, rebin
+from specclass.spectra.grid import DEFAULT_BAD_MASK_BITS, DEFAULT_GRID, LogLamGrid, mask_bits, mask_names, rebin_arrays
 from specclass.spectra.labels import LabelScheme, check_labels, get_scheme, normalize
 from specclass.spectra.splits import DEFAULT_RADIUS_ARCSEC, assign_splits
 
@@ -262,14 +262,17 @@ class _RowBuffer:
         self.labels: list[str] = []
         self.meta: dict[str, list[Any]] = {k: [] for k in self.META}
 
-    def append(self, flux: np.ndarray, ivar: np.ndarray, label: str, meta: Mapping[str, Any]) -> None:
+    def next_row(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (flux, ivar) rows the next spectrum is gridded into (grows the buffer when full)."""
         if self.n == self.flux.shape[0]:
             grow = max(64, self.n // 2)
             pad = np.empty((grow, self.flux.shape[1]), dtype=np.float32)
             self.flux = np.concatenate([self.flux, pad])
             self.ivar = np.concatenate([self.ivar, pad])
-        self.flux[self.n] = flux
-        self.ivar[self.n] = ivar
+        return self.flux[self.n], self.ivar[self.n]
+
+    def commit(self, label: str, meta: Mapping[str, Any]) -> None:
+        """Keep the row last handed out by :meth:`next_row`."""
         self.labels.append(label)
         for k in self.META:
             self.meta[k].append(meta[k])
@@ -383,8 +386,12 @@ def build_rows(
                 unknown = why is not None and (why.startswith("unknown CLASS") or why == "no CLASS")
                 skip(path, "unknown class" if unknown else "no label", why or "no label")
                 continue
+            row_f, row_iv = buf.next_row()
             try:
-                flux, ivar = rebin(spec, grid, bad_mask_bits=bad)
+                flux, ivar = rebin_arrays(
+                    spec.loglam, spec.flux, spec.ivar, spec.and_mask, grid,
+                    bad_mask_bits=bad, name=path, out=(row_f, row_iv),
+                )
             except ValueError as exc:
                 skip(path, "bad data", str(exc))
                 continue
@@ -396,9 +403,7 @@ def build_rows(
                     reason = f"only {n_good} good pixels on the grid (< min_good_fraction {min_good_fraction})"
                 skip(path, "all masked", reason)
                 continue
-            buf.append(
-                flux,
-                ivar,
+            buf.commit(
                 lab,
                 {
                     "file": path,

@@ -295,15 +295,16 @@ def _aligned_offset(loglam: np.ndarray, grid: LogLamGrid) -> int | None:
         return None
     l0 = float(loglam[0])
     step_in = (float(loglam[-1]) - l0) / (n - 1)
-    if abs(step_in - grid.step) * (n - 1) > ALIGN_TOLERANCE * grid.step:
+    # comparisons are written so that NaN fails them
+    if not abs(step_in - grid.step) * (n - 1) <= ALIGN_TOLERANCE * grid.step:
         return None
     pos = (l0 - grid.loglam_min) / grid.step
     k = round(pos)
-    if abs(pos - k) > ALIGN_TOLERANCE:
+    if not abs(pos - k) <= ALIGN_TOLERANCE:
         return None
     # every pixel (not just the ends) must sit on the grid
     model = grid.loglam_min + grid.step * (k + np.arange(n, dtype=np.float64))
-    if np.max(np.abs(loglam - model)) > ALIGN_TOLERANCE * grid.step:
+    if not np.max(np.abs(loglam - model)) <= ALIGN_TOLERANCE * grid.step:
         return None
     return int(k)
 
@@ -343,6 +344,7 @@ def rebin_arrays(
     *,
     bad_mask_bits: int | Iterable[str] | None = DEFAULT_BAD_MASK_BITS,
     name: str = "spectrum",
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rebin one spectrum given as arrays onto ``grid`` (see the module docstring for the formulas).
 
@@ -355,10 +357,12 @@ def rebin_arrays(
         bad_mask_bits: int mask or SPPIXMASK names whose pixels get weight 0
             (default :data:`DEFAULT_BAD_MASK_BITS`; None or 0 = none).
         name: used in error messages (e.g. the file name).
+        out: optional ``(flux, ivar)`` ``(L,)`` float32 arrays to write into
+            (e.g. rows of a preallocated ``(N, L)`` buffer); they are overwritten.
 
     Returns:
         ``(flux, ivar)``, each ``(L,)`` float32; both 0 where no good input pixel
-        overlaps the output pixel.
+        overlaps the output pixel (``out`` itself when given).
 
     Raises:
         ValueError: arrays of different lengths, not 1-D, or ``loglam`` not
@@ -375,23 +379,29 @@ def rebin_arrays(
             f"{'' if and_mask is None else f', and_mask {np.shape(and_mask)}'} must be 1-D and equal"
         )
     L = grid.npix
-    out_f = np.zeros(L, dtype=np.float32)
-    out_iv = np.zeros(L, dtype=np.float32)
+    if out is None:
+        out_f = np.zeros(L, dtype=np.float32)
+        out_iv = np.zeros(L, dtype=np.float32)
+    else:
+        out_f, out_iv = out
+        if out_f.shape != (L,) or out_iv.shape != (L,) or out_f.dtype != np.float32 or out_iv.dtype != np.float32:
+            raise ValueError(f"out arrays must be ({L},) float32, got {out_f.shape} {out_f.dtype}, {out_iv.shape} {out_iv.dtype}")
     if n == 0:
+        out_f[:] = 0
+        out_iv[:] = 0
         return out_f, out_iv
     if and_mask is not None:
         and_mask = np.asarray(and_mask)
     ll64 = loglam.astype(np.float64)
-    if not np.all(np.isfinite(ll64)):
-        raise ValueError(f"{name}: loglam has non-finite values")
-    d = np.diff(ll64)
-    if d.size and not np.all(d > 0):
-        raise ValueError(f"{name}: loglam is not strictly increasing (pixel {int(np.argmin(d > 0)) + 1})")
 
-    k = _aligned_offset(ll64, grid)
+    k = _aligned_offset(ll64, grid)  # implies finite and strictly increasing
     if k is not None:
         # Fast path: input pixel j is output pixel k + j (exact copy, masked).
         lo, hi = max(k, 0), min(k + n, L)
+        out_f[:lo] = 0
+        out_iv[:lo] = 0
+        out_f[max(hi, lo):] = 0
+        out_iv[max(hi, lo):] = 0
         if lo >= hi:
             return out_f, out_iv
         sl = slice(lo - k, hi - k)
@@ -400,9 +410,17 @@ def rebin_arrays(
         good = np.isfinite(f) & np.isfinite(w) & (w > 0)
         if bad and and_mask is not None:
             good &= (and_mask[sl] & bad) == 0
-        out_f[lo:hi] = np.where(good, f, 0)
-        out_iv[lo:hi] = np.where(good, w, 0)
+        np.copyto(out_f[lo:hi], np.where(good, f, 0), casting="unsafe")
+        np.copyto(out_iv[lo:hi], np.where(good, w, 0), casting="unsafe")
         return out_f, out_iv
+
+    if not np.all(np.isfinite(ll64)):
+        raise ValueError(f"{name}: loglam has non-finite values")
+    d = np.diff(ll64)
+    if d.size and not np.all(d > 0):
+        raise ValueError(f"{name}: loglam is not strictly increasing (pixel {int(np.argmin(d > 0)) + 1})")
+    out_f[:] = 0
+    out_iv[:] = 0
 
     # General path: merge the two sorted edge lists; each piece between
     # consecutive merged edges lies in exactly one input pixel j and one output
