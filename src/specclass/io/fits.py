@@ -94,6 +94,7 @@ def open_fits(data: bytes, path: str) -> fits.HDUList:
         with warnings.catch_warnings():
             warnings.simplefilter("error", category=fits.verify.VerifyWarning)
             warnings.filterwarnings("ignore", message=".*[Cc]ard.*")
+            warnings.filterwarnings("ignore", message="File may have been truncated")  # checked below
             hdul = fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False)
     except Exception as exc:  # astropy raises OSError, ValueError, VerifyWarning, ...
         if len(data) % 2880:

@@ -31,6 +31,9 @@ from specclass.spectrum import Spectrum, SpectrumMeta
 #: What ``label=`` may be: ``'STAR'``, ``('STAR', 'K7')`` or ``{'0266-51602-0051': ('STAR', 'CV'), ...}``.
 Label = Union[str, tuple[str, str], Mapping[str, tuple[str, str]], None]
 
+#: Fewer numeric rows than this is not a spectrum (a label table, a stray note ...).
+MIN_TEXT_ROWS = 10
+
 _NAME_RE = re.compile(r"spec-(\d{3,6})-(\d{5})-(\d{1,4})", re.IGNORECASE)
 
 
@@ -134,8 +137,10 @@ def read_text_bytes(data: bytes, path: str, *, nonfinite: str = "mask") -> Spect
             if lineno > 5:
                 raise SpectrumReadError(path, "not a two-column text spectrum (no numeric rows)") from None
             continue  # header line(s)
-    if not rows:
-        raise SpectrumReadError(path, "text file holds no (wavelength, flux) rows")
+    if len(rows) < MIN_TEXT_ROWS:
+        raise SpectrumReadError(
+            path, f"text file holds {len(rows)} (wavelength, flux) rows; a spectrum needs at least {MIN_TEXT_ROWS}"
+        )
     arr = np.asarray(rows, dtype=np.float64)
     wave, flux = arr[:, 0], arr[:, 1]
     if np.nanmax(wave) < 100:

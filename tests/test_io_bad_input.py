@@ -1,0 +1,282 @@
+"""Bad input for specclass.io: each case is a real file or one derived from a real file in tmp_path.
+
+Every failure must be a SpectrumReadError whose message names the file and the reason,
+on both the native and the astropy path.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from specclass.io import SpectrumReadError, iter_spectra, read_spectrum
+from specclass.io.specobj import decode_label
+
+ENGINES = ["auto", "astropy"]
+LITE = "spectra/spec-0266-51602-0013.fits"  # SDSS-I lite file, HDU2 SPECOBJ
+BOSS = "spectra2/spec-3655-55240-0370.fits"  # BOSS, HDUs without EXTNAME
+
+
+@pytest.fixture()
+def lite(sdss_dir: Path) -> Path:
+    return sdss_dir / LITE
+
+
+def _expect_error(path: Path, match: str, **kw) -> SpectrumReadError:
+    with pytest.raises(SpectrumReadError) as info:
+        read_spectrum(path, **kw)
+    err = info.value
+    assert str(path) in str(err), "the message must name the file"
+    assert err.path == str(path)
+    import re
+
+    assert re.search(match, err.reason), f"reason {err.reason!r} does not match {match!r}"
+    assert isinstance(err, ValueError)
+    return err
+
+
+def _derive(src: Path, dst: Path, edit) -> Path:
+    """Copy a real FITS file through astropy, letting ``edit(hdul)`` change it."""
+    with fits.open(src) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    out = edit(hdul) or hdul
+    out.writeto(dst, overwrite=True)
+    return dst
+
+
+# ---------------------------------------------------------------- not a spectrum at all
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_html_page_saved_as_fits(tmp_path: Path, engine: str) -> None:
+    page = tmp_path / "spec-0266-51602-0013.fits"
+    page.write_text(
+        "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>"
+        "<body><h1>Not Found</h1><p>The requested URL was not found on this server.</p></body></html>\n"
+    )
+    _expect_error(page, "HTML", engine=engine)
+
+
+def test_empty_binary_missing_and_directory(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.fits"
+    empty.write_bytes(b"")
+    _expect_error(empty, "empty")
+    junk = tmp_path / "junk.fits"
+    junk.write_bytes(bytes(range(256)) * 20)
+    _expect_error(junk, "binary")
+    _expect_error(tmp_path / "absent.fits", "cannot open")
+    _expect_error(tmp_path, "directory")
+
+
+def test_csv_that_is_not_a_spectrum(tmp_path: Path) -> None:
+    table = tmp_path / "labels.txt"
+    table.write_text("plate,mjd,fiberid,class\n266,51602,13,GALAXY\n")
+    _expect_error(table, "holds 1 .wavelength, flux. rows; a spectrum needs at least 10")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("this folder holds the stars\nfrom the 2009 run\n" * 10)
+    _expect_error(notes, "no numeric rows")
+    catalog = tmp_path / "catalog.txt"
+    catalog.write_text("".join(f"{p} {m}\n" for p, m in [(266, 51602), (4000, 55000), (300, 51000)] * 5))
+    _expect_error(catalog, "not strictly increasing")
+
+
+# ---------------------------------------------------------------- damaged FITS
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cut", [2880 * 14, 40001, 2880 * 5 + 100])
+def test_fits_truncated(lite: Path, tmp_path: Path, engine: str, cut: int) -> None:
+    """Cut inside HDU 1 data (on and off a block boundary) and inside HDU 1's header."""
+    bad = tmp_path / lite.name
+    bad.write_bytes(lite.read_bytes()[:cut])
+    _expect_error(bad, "truncated", engine=engine)
+
+
+def test_truncated_inside_hdu2(lite: Path, tmp_path: Path) -> None:
+    data = lite.read_bytes()
+    with fits.open(lite) as hdul:
+        hdu2_data = hdul[2]._data_offset  # noqa: SLF001
+    bad = tmp_path / lite.name
+    bad.write_bytes(data[: hdu2_data + 100])
+    _expect_error(bad, "truncated")
+    _expect_error(bad, "truncated", engine="astropy")
+
+
+def test_fits_that_is_gzip_and_damaged_gzip(lite: Path, tmp_path: Path) -> None:
+    gz = tmp_path / lite.name  # a .fits file holding gzip
+    gz.write_bytes(gzip.compress(lite.read_bytes()))
+    spec = read_spectrum(gz)
+    np.testing.assert_array_equal(spec.flux, read_spectrum(lite).flux)
+    broken = tmp_path / "broken.fits"
+    broken.write_bytes(gz.read_bytes()[:20000])
+    _expect_error(broken, "gzip data is damaged or truncated")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_missing_hdu2(lite: Path, tmp_path: Path, engine: str) -> None:
+    bad = _derive(lite, tmp_path / "no-hdu2.fits", lambda h: fits.HDUList([h[0], h[1]]))
+    _expect_error(bad, r"HDU 2 \(SPECOBJ/SPALL, the labels\) is missing", engine=engine)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("column", ["ivar", "loglam"])
+def test_missing_column(lite: Path, tmp_path: Path, engine: str, column: str) -> None:
+    def drop(h):
+        cols = [c for c in h[1].columns if c.name != column]
+        new1 = fits.BinTableHDU.from_columns(cols, header=None, name="COADD")
+        return fits.HDUList([h[0], new1, h[2], h[3]])
+
+    bad = _derive(lite, tmp_path / f"no-{column}.fits", drop)
+    _expect_error(bad, rf"lacks column\(s\) {column}", engine=engine)
+
+
+def test_missing_column_native_only_says_why(lite: Path, tmp_path: Path) -> None:
+    def drop(h):
+        cols = [c for c in h[1].columns if c.name != "ivar"]
+        return fits.HDUList([h[0], fits.BinTableHDU.from_columns(cols, name="COADD"), h[2], h[3]])
+
+    bad = _derive(lite, tmp_path / "no-ivar.fits", drop)
+    _expect_error(bad, "not the standard spec lite/full layout", engine="native")
+
+
+def test_missing_class_column(lite: Path, tmp_path: Path) -> None:
+    def drop(h):
+        cols = [c for c in h[2].columns if c.name != "CLASS"]
+        return fits.HDUList([h[0], h[1], fits.BinTableHDU.from_columns(cols, name="SPECOBJ"), h[3]])
+
+    bad = _derive(lite, tmp_path / "no-class.fits", drop)
+    _expect_error(bad, "no CLASS column")
+
+
+def test_wavelength_in_angstrom_where_log_expected(lite: Path, tmp_path: Path) -> None:
+    def to_angstrom(h):
+        h[1].data["loglam"] = 10.0 ** h[1].data["loglam"]
+
+    bad = _derive(lite, tmp_path / "angstrom.fits", to_angstrom)
+    for engine in ENGINES:
+        _expect_error(bad, "wrong unit", engine=engine)
+
+
+# ---------------------------------------------------------------- odd but readable
+
+
+def test_all_masked_spectrum_reads(sdss_dir: Path) -> None:
+    """spec-0269-51581-0003: ivar == 0 everywhere. Reading and gridding must not crash."""
+    path = sdss_dir / "spectra" / "spec-0269-51581-0003.fits"
+    for engine in ENGINES:
+        spec = read_spectrum(path, engine=engine)
+        assert spec.npix > 3000 and np.all(spec.ivar == 0)
+        assert spec.meta.class_ == "GALAXY" and spec.meta.zwarning == 6
+        assert np.isfinite(spec.flux).all()
+    results = list(iter_spectra([path]))
+    assert results[0][1] is not None and results[0][2] is None
+    from specclass.spectra.grid import rebin
+
+    flux, ivar = rebin(spec)
+    assert np.all(ivar == 0) and np.isfinite(flux).all()
+
+
+@pytest.fixture()
+def nan_file(lite: Path, tmp_path: Path) -> Path:
+    def poison(h):
+        d = h[1].data
+        d["flux"][10] = np.nan
+        d["flux"][11] = np.inf
+        d["ivar"][20] = -np.inf
+        d["ivar"][21] = np.nan
+
+    return _derive(lite, tmp_path / lite.name, poison)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nan_inf_masked(nan_file: Path, lite: Path, engine: str) -> None:
+    spec = read_spectrum(nan_file, engine=engine)
+    assert spec.meta.extra["reader"] == ("native" if engine == "auto" else "astropy")
+    good = read_spectrum(lite)
+    bad_pix = [10, 11, 20, 21]
+    assert np.all(spec.ivar[bad_pix] == 0) and np.all(spec.flux[bad_pix] == 0)
+    keep = np.setdiff1d(np.arange(spec.npix), bad_pix)
+    np.testing.assert_array_equal(spec.flux[keep], good.flux[keep])
+    np.testing.assert_array_equal(spec.ivar[keep], good.ivar[keep])
+    assert spec.meta.extra["n_nonfinite"] == 4 and good.meta.extra["n_nonfinite"] == 0
+    assert np.isfinite(spec.flux).all() and np.isfinite(spec.ivar).all()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nan_inf_raise(nan_file: Path, engine: str) -> None:
+    _expect_error(nan_file, r"4 of \d+ pixels have NaN/inf flux or ivar", engine=engine, nonfinite="raise")
+
+
+def test_all_nan_flux(lite: Path, tmp_path: Path) -> None:
+    def blank(h):
+        h[1].data["flux"][:] = np.nan
+
+    bad = _derive(lite, tmp_path / "allnan.fits", blank)
+    _expect_error(bad, "no pixel has a finite flux")
+    results = list(iter_spectra([bad]))
+    assert results == [(str(bad), None, "no pixel has a finite flux")]
+
+
+def test_big_endian_arrays_become_native(sdss_dir: Path) -> None:
+    """The file stores big-endian floats; what we return is native and survives a keras.ops call."""
+    import keras
+
+    path = sdss_dir / BOSS
+    with fits.open(path) as hdul:
+        raw = hdul[1].data["FLUX"]
+        assert raw.dtype.byteorder == ">"
+        known = float(raw[1000])
+    for engine in ENGINES:
+        spec = read_spectrum(path, engine=engine)
+        for arr in (spec.loglam, spec.flux, spec.ivar, spec.and_mask):
+            assert arr.dtype.isnative and arr.dtype.byteorder in ("=", "|")
+        tensor = keras.ops.convert_to_tensor(spec.flux)
+        doubled = keras.ops.convert_to_numpy(keras.ops.multiply(tensor, 2.0))
+        assert float(doubled[1000]) == pytest.approx(2 * known, rel=1e-7)
+        total = float(keras.ops.convert_to_numpy(keras.ops.sum(tensor)))
+        assert total == pytest.approx(float(np.sum(raw.astype(np.float64))), rel=1e-4)
+    # what the tutorial's loop risks: the same bytes read with the wrong byte order are garbage
+    wrong = np.frombuffer(raw.astype(">f4").tobytes(), dtype="<f4")
+    assert float(wrong[1000]) != pytest.approx(known, rel=1e-3)
+
+
+def test_byte_string_labels(lite: Path, tmp_path: Path) -> None:
+    """CLASS/SUBCLASS written as padded, lower-case byte strings come out decoded, stripped, upper-case."""
+
+    def relabel(h):
+        cols = []
+        for c in h[2].columns:
+            if c.name == "CLASS":
+                cols.append(fits.Column(name="CLASS", format="10A", array=np.array([b"  qso\x00"])))
+            elif c.name == "SUBCLASS":
+                cols.append(fits.Column(name="SUBCLASS", format="21A", array=np.array([b" starburst broadline "])))
+            else:
+                cols.append(c)
+        return fits.HDUList([h[0], h[1], fits.BinTableHDU.from_columns(cols, name="SPECOBJ"), h[3]])
+
+    bad = _derive(lite, tmp_path / lite.name, relabel)
+    for engine in ENGINES:
+        spec = read_spectrum(bad, engine=engine)
+        assert spec.meta.class_ == "QSO"
+        assert spec.meta.subclass == "STARBURST BROADLINE"
+    assert decode_label(np.bytes_(b"galaxy  ")) == "GALAXY"
+    assert decode_label(b"STAR\x00\x00") == "STAR"
+    assert decode_label(np.array([b" agn "])) == "AGN"
+    assert decode_label(None) == ""
+
+
+def test_bad_options_are_value_errors(lite: Path) -> None:
+    with pytest.raises(ValueError, match="fmt='spec-lite'; allowed"):
+        read_spectrum(lite, fmt="spec-lite")
+    with pytest.raises(ValueError, match="engine='fast'; allowed"):
+        read_spectrum(lite, engine="fast")
+    with pytest.raises(ValueError, match="nonfinite='drop'; allowed"):
+        read_spectrum(lite, nonfinite="drop")
+    with pytest.raises(ValueError, match="nonfinite='drop'; allowed"):
+        list(iter_spectra([lite], nonfinite="drop"))
+    with pytest.raises(TypeError, match="label must be"):
+        read_spectrum(lite, label=3)
