@@ -1,0 +1,173 @@
+"""specclass on a real SLURM: a single-node cluster on localhost (see ``slurm_cluster.py``).
+
+Needs Debian's ``slurm-wlm`` and ``munge`` (``.ci/run`` installs them); skipped,
+with the reason, when they are not installed. Jobs run as the current user with
+the interpreter running the tests, so they import this checkout.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slurm_cluster import LocalSlurm, missing_programs
+from specclass.cli import main
+from specclass.cluster import arrays, slurm
+from specclass.cluster.slurm import EXIT_INTERRUPTED
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A running single-node SLURM (partitions std and gpu); stopped after this module."""
+    missing = missing_programs()
+    if missing:
+        pytest.skip(f"SLURM not installed (missing {', '.join(missing)}; apt-get install slurm-wlm munge)")
+    c = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def slurm_env(cluster, monkeypatch):
+    """``SLURM_CONF`` of the test cluster in ``os.environ`` (for in-process ``specclass slurm``)."""
+    for key, value in cluster.env().items():
+        if key == "SLURM_CONF":
+            monkeypatch.setenv(key, value)
+    for key in [k for k in os.environ if k.startswith(("SLURM_", "SBATCH_")) and k != "SLURM_CONF"]:
+        monkeypatch.delenv(key)
+    return cluster.env()
+
+
+def _cli(capsys, *argv: str) -> list[str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, f"specclass {' '.join(argv)} -> {code}\n{err}"
+    return out.strip().splitlines()
+
+
+def _wait_ok(job_ids, env, timeout=240.0, logs=()):
+    rows = slurm.wait(job_ids, timeout=timeout, poll=1.0, env=env)
+    bad = [r for r in rows if r.state != "COMPLETED"]
+    if bad:
+        text = "\n".join(f"--- {p}\n{Path(p).read_text()[-3000:]}" for p in logs if Path(p).exists())
+        pytest.fail(f"jobs not COMPLETED: {bad}\n{text}")
+    return rows
+
+
+def test_cluster_is_up(cluster, capsys, slurm_env):
+    res = subprocess.run(["sinfo", "-h", "-o", "%P %a %t"], capture_output=True, text=True, env=slurm_env)
+    assert res.stdout.split("\n")[:2] == ["std* up idle", "gpu up idle"]
+
+
+def test_rendered_scripts_pass_sbatch_test_only(cluster, capsys, slurm_env, tmp_path):
+    # the tutorial's Hamburg job (fitted to this 2-CPU node) and a gpu-partition job
+    for argv in (["--profile", "hamburg", "-c", "2", "--mail-user", "nobody@localhost"],
+                 ["--profile", "venv", "-p", "gpu", "-t", "00:05:00", "-n", "2", "-c", "1", "--srun"]):
+        lines = _cli(capsys, "slurm", "submit", "--test-only", *argv, "-D", str(tmp_path), "--",
+                     "train", "--epochs", "2")
+        assert any("to start at" in line for line in lines), lines
+    # a script SLURM refuses is reported with the failing command
+    code = main(["slurm", "submit", "--test-only", "-p", "nosuchpartition", "--", "train"])
+    err = capsys.readouterr().err
+    assert code == 2 and "`sbatch --test-only" in err and "invalid partition" in err.lower()
+
+
+def test_short_training_job_leaves_its_run_folder(cluster, capsys, slurm_env, tmp_path, shared_data):
+    log = tmp_path / "job.out"
+    (job_id,) = _cli(capsys, "slurm", "submit", "-J", "mnist2", "-t", "00:05:00", "-c", "2",
+                     "-o", str(log), "-D", str(tmp_path), "--",
+                     "mnist", "train", "--data", str(shared_data / "mnist" / "mnist.npz"), "--limit", "600",
+                     "--epochs", "2", "--no-extra-formats", "--device", "cpu", "--out", "run")
+    lines = None
+    for _ in range(100):  # `specclass slurm status` sees it queued or running first
+        lines = _cli(capsys, "slurm", "status", job_id)
+        if len(lines) > 1:
+            break
+    assert lines[1].split()[0] == job_id
+    _wait_ok([job_id], slurm_env, logs=[log])
+    run = tmp_path / "run"
+    assert (run / "model.keras").is_file()
+    config = json.loads((run / "config.json").read_text())
+    assert "specclass job" in log.read_text() and f"{job_id}: command exited with status 0" in log.read_text()
+    assert json.dumps(config)  # a real config written by the job
+    final = _cli(capsys, "slurm", "status", job_id)
+    assert "COMPLETED" in final[1]
+
+
+def _same_dataset(a, b):
+    np.testing.assert_array_equal(a.flux, b.flux)
+    np.testing.assert_array_equal(a.ivar, b.ivar)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert list(a.class_names) == list(b.class_names)
+    for col in a.meta:
+        np.testing.assert_array_equal(a.meta[col], b.meta[col], err_msg=col)
+
+
+def test_array_build_equals_one_process_and_a_shard_reruns_alone(cluster, capsys, slurm_env, tmp_path, sdss_dir):
+    from specclass.spectra.build import build_dataset
+    from specclass.spectra.dataset import SpectralDataset
+
+    out = tmp_path / "sdss.h5"
+    lines = _cli(capsys, "slurm", "build-dataset-array", str(sdss_dir / "spectra"), "--out", str(out),
+                 "--n-shards", "3", "-t", "00:05:00", "-J", "shards")
+    array_id, merge_id = lines[-2], lines[-1]
+    plan_path = out.with_name("sdss.h5.shards") / "plan.json"
+    plan = arrays.ArrayPlan.load(plan_path)
+    logs = list(Path(plan.shard_dir).glob("*.out"))
+    _wait_ok([array_id, merge_id], slurm_env, logs=logs)
+    reference, _ = build_dataset([sdss_dir / "spectra"])
+    built = SpectralDataset.load(out)
+    assert len(built) == len(reference) > 100
+    _same_dataset(built, reference)
+
+    # one shard lost: re-run just that one, then merge again
+    plan.shard_path(1).unlink()
+    out.unlink()
+    lines = _cli(capsys, "slurm", "build-dataset-array", "--plan", str(plan_path), "--only-shards", "missing",
+                 "-t", "00:05:00")
+    assert "shards 1)" in lines[-3]
+    array2, merge2 = lines[-2], lines[-1]
+    _wait_ok([array2, merge2], slurm_env, logs=list(Path(plan.shard_dir).glob("*.out")))
+    tasks = slurm.status([array2], env=slurm_env)
+    assert [r.job_id for r in tasks] == [f"{array2}_1"]  # only shard 1 ran
+    _same_dataset(SpectralDataset.load(out), reference)
+    assert [j["shards"] for j in arrays.ArrayPlan.load(plan_path).jobs] == ["0-2", "1"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                    reason="jax not installed (pip install 'specclass[jax]'); multi-process path needs JAX")
+def test_two_process_data_parallel_equals_one_process(cluster, capsys, slurm_env, tmp_path, shared_data):
+    data = shared_data / "sdss" / "arrays" / "sdss_star_spectra_txt.npz"
+    log = tmp_path / "dp.out"
+    job = [sys.executable, str(TESTS / "slurm_dp_job.py"), "--data", str(data), "--out", str(tmp_path / "two")]
+    (job_id,) = _cli(capsys, "slurm", "submit", "-J", "dp", "-t", "00:05:00", "-n", "2", "-c", "1", "--srun",
+                     "--env", "KERAS_BACKEND=jax", "-o", str(log), "--", *job)
+    one = subprocess.run([sys.executable, str(TESTS / "slurm_dp_job.py"), "--data", str(data),
+                          "--out", str(tmp_path / "one"), "--strategy", "none"],
+                         env={**slurm_env, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0, one.stderr[-3000:]
+    _wait_ok([job_id], slurm_env, logs=[log])
+    text = log.read_text()
+    assert "strategy=multi-node backend=jax replicas=2 processes=2" in text
+    ref = np.load(tmp_path / "one" / "result-0.npz")
+    for rank in (0, 1):
+        got = np.load(tmp_path / "two" / f"result-{rank}.npz")
+        assert int(got["num_processes"]) == 2
+        np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-5)
+        for key in (k for k in ref.files if k.startswith("w")):
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    assert ref["loss"][-1] < ref["loss"][0]  # it learned something
