@@ -158,6 +158,21 @@ def test_strict_raises_on_first_bad_file(bad_dir):
         build_dataset([html], strict=True)
 
 
+def test_other_surveys_and_multi_spectrum_files(shared_data, sdss_dir):
+    lamost = shared_data / "other_surveys" / "lamost" / "spectraml"
+    mastar = sdss_dir / "spectra2" / "other_layouts" / "mastar_example_spectral_types.fits"
+    ds, report = build_dataset([lamost, mastar], labels="class3", val_frac=0, test_frac=0)
+    cats = _by_category(report)
+    assert cats["unknown class"] == ["spec-55919-B5591903_sp01-001.fits"]  # CLASS 'Unknown' in the header
+    lam = ds.meta["source"] == "other-survey"
+    assert lam.sum() == 15 and set(ds.meta["survey"][lam]) == {"lamost"}
+    rows = ds.meta["file"] == str(mastar)
+    assert rows.sum() == 7 and sorted(ds.meta["row"][rows].tolist()) == list(range(7))
+    assert set(ds.meta["source"][rows]) == {"fits"}
+    # seven different stars in one file are seven objects
+    assert np.unique(ds.meta["object_id"][rows]).size == 7
+
+
 def test_user_label_fills_only_missing_classes(sdss_dir):
     files = [sdss_dir / "other_layouts" / "NGC3522_SDSS.fits", sdss_dir / "spectra" / "spec-0266-51602-0013.fits"]
     ds, report = build_dataset(files, labels="class3", label="GALAXY", val_frac=0, test_frac=0)

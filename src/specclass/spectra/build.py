@@ -33,7 +33,9 @@ Labels of text spectra come from ``text_labels`` (a CSV such as
 ``sdss/arrays/sdss_star_spectra_txt.csv``, read with
 :func:`specclass.io.load_text_labels`), and ``label`` ('STAR' or 'STAR:K7')
 fills in any spectrum that has no CLASS of its own; it never overrides a
-pipeline CLASS. ``meta['source']`` is 'fits', 'text' or 'other-survey'.
+pipeline CLASS. ``meta['source']`` is 'fits', 'text' or 'other-survey';
+``meta['row']`` is the table row for files that hold several spectra (MaStar),
+-1 otherwise.
 
 Shards (one SLURM array task each): :func:`build_shard` takes every
 ``n_shards``-th contiguous block of the sorted file list and writes one dataset
@@ -217,6 +219,12 @@ def parse_user_label(label: str | tuple[str, str] | None) -> tuple[str, str] | N
     return c, s
 
 
+def _table_row(extra: Mapping[str, Any]) -> int:
+    """``meta.extra['row']`` (set by readers for multi-spectrum files) or -1."""
+    row = extra.get("row")
+    return int(row) if isinstance(row, (int, np.integer)) and not isinstance(row, bool) else -1
+
+
 def source_of(survey: str, fmt: str) -> str:
     """'text', 'other-survey' or 'fits' from a spectrum's ``meta.survey`` and ``meta.format``."""
     if fmt == "text":
@@ -253,7 +261,7 @@ def shard_slice(n_items: int, shard_index: int, n_shards: int) -> slice:
 class _RowBuffer:
     """Growable ``(capacity, L)`` float32 flux/ivar buffers plus metadata lists."""
 
-    META = ("file", "plate", "mjd", "fiberid", "class", "subclass", "z", "zwarning", "run2d", "ra", "dec", "survey", "format", "source")
+    META = ("file", "row", "plate", "mjd", "fiberid", "class", "subclass", "z", "zwarning", "run2d", "ra", "dec", "survey", "format", "source")
 
     def __init__(self, capacity: int, npix: int):
         self.n = 0
@@ -279,7 +287,7 @@ class _RowBuffer:
         self.n += 1
 
     def meta_arrays(self) -> dict[str, np.ndarray]:
-        dtypes = {"plate": np.int32, "mjd": np.int32, "fiberid": np.int32, "z": np.float32, "zwarning": np.int32, "ra": np.float64, "dec": np.float64}
+        dtypes = {"row": np.int32, "plate": np.int32, "mjd": np.int32, "fiberid": np.int32, "z": np.float32, "zwarning": np.int32, "ra": np.float64, "dec": np.float64}
         out = {}
         for k, v in self.meta.items():
             out[k] = np.array(v, dtype=dtypes[k]) if k in dtypes else np.array(v, dtype=str).astype(str)
@@ -407,6 +415,7 @@ def build_rows(
                 lab,
                 {
                     "file": path,
+                    "row": _table_row(m.extra),
                     "plate": m.plate,
                     "mjd": m.mjd,
                     "fiberid": m.fiberid,

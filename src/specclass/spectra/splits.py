@@ -38,15 +38,19 @@ DEFAULT_RADIUS_ARCSEC = 2.0
 
 
 def object_keys(meta: Mapping[str, np.ndarray]) -> np.ndarray:
-    """``(N,)`` str: 'PLATE-MJD-FIBERID' (zero-padded) where all three are >= 0, else the file name."""
+    """``(N,)`` str: 'PLATE-MJD-FIBERID' (zero-padded) where all three are >= 0, else the
+    file name (with ``#row<k>`` appended when ``meta['row']`` >= 0: one file, several spectra)."""
     plate = np.asarray(meta["plate"]).astype(np.int64)
     mjd = np.asarray(meta["mjd"]).astype(np.int64)
     fiber = np.asarray(meta["fiberid"]).astype(np.int64)
     files = np.asarray(meta["file"]).astype(str)
+    rows = np.asarray(meta["row"]).astype(np.int64) if "row" in meta else np.full(files.shape, -1)
     keys = []
-    for p, m, f, name in zip(plate, mjd, fiber, files):
+    for p, m, f, name, r in zip(plate, mjd, fiber, files, rows):
         if p >= 0 and m >= 0 and f >= 0:
             keys.append(f"{p:04d}-{m:05d}-{f:04d}")
+        elif r >= 0:
+            keys.append(f"{name}#row{r}")
         else:
             keys.append(name)
     return np.array(keys, dtype=str)
