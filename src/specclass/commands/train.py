@@ -1,0 +1,259 @@
+"""``specclass train | evaluate | predict | models``: train on a dataset file, score it, classify files.
+
+::
+
+    specclass models
+    specclass train DATASET --model spectral_resnet --epochs 30 --batch-size 32 --out RUN
+    specclass evaluate RUN DATASET --split test
+    specclass predict RUN FILES_OR_DIRS... --out predictions.csv
+
+``train`` resumes: run the same command again on the same ``--out`` and it
+continues from the last finished epoch (see :mod:`specclass.training`). Under
+SLURM it catches the warning signal / SIGTERM, saves, and exits with status 75
+(:mod:`specclass.cluster.signals`); devices follow ``--strategy``
+(:mod:`specclass.cluster.distribute`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from specclass.cli import CLIError
+
+log = logging.getLogger(__name__)
+
+SAVE_FORMATS = ("keras", "h5", "json")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _formats(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in SAVE_FORMATS]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(
+            f"--save-formats {text!r}: allowed (comma-separated): {', '.join(SAVE_FORMATS)}"
+        )
+    return items
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"--model-option {text!r}: expected KEY=VALUE (VALUE as JSON, or a string)")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``evaluate``, ``predict`` and ``models`` to the ``specclass`` parser."""
+    from specclass.models import DEFAULT_MODEL
+    from specclass.preprocessing import NORMALISATIONS
+
+    p = subparsers.add_parser(
+        "train", help="train a model on a dataset file and write a run folder (resumable)",
+        description="Train a registered model on the train split of DATASET, validating on its val split; "
+                    "write the run folder OUT. Re-running the same command continues from the last finished epoch.",
+    )
+    p.add_argument("dataset", type=Path, help="dataset file (.h5 or .npz) from 'specclass dataset build' or 'simulate'")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL}; "
+                   "'specclass models' lists them)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="total epochs (default 20)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write (or resume)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (weights, shuffling, augmentation; default 42)")
+    p.add_argument("--early-stopping", type=_non_negative_int, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without improvement of --monitor")
+    p.add_argument("--monitor", choices=("val_loss", "val_balanced_accuracy", "val_accuracy"), default="val_loss",
+                   help="what the best checkpoint and early stopping follow (default val_loss)")
+    p.add_argument("--no-class-weight", action="store_true", help="do not weight classes by inverse frequency")
+    p.add_argument("--augment", action="store_true",
+                   help="augment training spectra (flux scaling, noise from ivar, masked chunks, pixel shifts)")
+    p.add_argument("--channels", type=int, choices=(1, 2), help="1 = flux; 2 = flux + good-pixel weight")
+    p.add_argument("--normalisation", choices=NORMALISATIONS, default="robust",
+                   help="per-spectrum normalisation over good pixels (default robust: median / IQR)")
+    p.add_argument("--model-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="builder option, VALUE as JSON (e.g. filters=[16,32,64], dropout=0.2); repeatable")
+    p.add_argument("--save-formats", type=_formats, default=["keras"], metavar="LIST",
+                   help="model files to write: comma-separated of keras,h5,json (default keras)")
+    p.add_argument("--strategy", default="auto",
+                   help="device strategy: auto (default), none, mirrored, data-parallel, multi-node")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    p.set_defaults(func=cmd_train)
+
+    e = subparsers.add_parser(
+        "evaluate", help="score a run on a dataset split; write metrics, plots and report.html",
+        description="Evaluate the run folder RUN on one split of DATASET (accuracy, balanced accuracy, per-class "
+                    "precision/recall/F1, confusion matrix, ZWARNING and source breakdowns, misclassified list).",
+    )
+    e.add_argument("run", type=Path, help="run folder written by 'specclass train'")
+    e.add_argument("dataset", type=Path, help="dataset file on the run's grid")
+    e.add_argument("--split", choices=("train", "val", "test", "all"), default="test", help="default test")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = subparsers.add_parser(
+        "predict", help="classify spectrum files with a run folder; write a CSV",
+        description="Classify every spectrum in FILES_OR_DIRS (any format specclass reads) with the run's model "
+                    "and its saved preprocessing; one CSV row per spectrum, with a reason for each failure.",
+    )
+    r.add_argument("run", type=Path, help="run folder written by 'specclass train'")
+    r.add_argument("paths", nargs="+", type=Path, metavar="FILES_OR_DIRS", help="spectrum files or folders")
+    r.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
+    r.add_argument("--format", choices=SAVE_FORMATS, default="keras", help="model file to load (default keras)")
+    r.add_argument("--batch-size", type=_positive_int, default=256, help="prediction batch size (default 256)")
+    r.set_defaults(func=cmd_predict)
+
+    m = subparsers.add_parser("models", help="list the registered models and their options")
+    m.set_defaults(func=cmd_models)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Print every registered model, its summary and options."""
+    from specclass.models import DEFAULT_MODEL, list_models, model_spec
+
+    for name in list_models():
+        spec = model_spec(name)
+        mark = " (default)" if name == DEFAULT_MODEL else ""
+        print(f"{name}{mark}: {spec.summary}")
+        if spec.options:
+            opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
+            print(f"    options: {opts}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``specclass train``."""
+    from specclass.models import UnknownModelError, model_spec
+
+    if not args.dataset.is_file():
+        raise CLIError(f"{args.dataset}: no such dataset file")
+    try:
+        spec = model_spec(args.model)
+    except UnknownModelError as exc:
+        raise CLIError(str(exc)) from None
+    options = dict(args.model_option)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise CLIError(f"--model-option {', '.join(unknown)}: model {args.model!r} takes "
+                       f"{', '.join(spec.options) or 'no options'}")
+
+    from specclass.cluster.distribute import STRATEGIES, get_strategy
+    from specclass.cluster.signals import slurm_callbacks
+    from specclass.spectra.dataset import DatasetFormatError, SpectralDataset
+    from specclass.training import ResumeMismatchError, train
+
+    if args.strategy not in STRATEGIES:
+        raise CLIError(f"--strategy {args.strategy!r}: allowed {', '.join(STRATEGIES)}")
+    try:
+        strategy = get_strategy(args.strategy)
+    except ValueError as exc:
+        raise CLIError(f"--strategy {args.strategy}: {exc}") from None
+    try:
+        dataset = SpectralDataset.load(args.dataset)
+    except DatasetFormatError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"training {args.model} on {args.dataset} ({len(dataset)} rows, classes {dataset.class_names}) "
+          f"-> {args.out}  [{strategy.describe()}]", flush=True)
+    try:
+        result = train(
+            dataset, args.model, args.out,
+            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            class_weight=None if args.no_class_weight else "balanced",
+            early_stopping=args.early_stopping,
+            augment=bool(args.augment),
+            extra_callbacks=slurm_callbacks(),
+            strategy=strategy,
+            monitor=args.monitor,
+            model_options=options,
+            normalisation=args.normalisation,
+            channels=args.channels,
+            save_formats=args.save_formats,
+            verbose=2 if args.quiet else "auto",
+        )
+    except ResumeMismatchError as exc:
+        raise CLIError(str(exc)) from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    cfg = result.config
+    if result.initial_epoch:
+        print(f"resumed from epoch {result.initial_epoch}")
+    best = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
+    best_epoch = "n/a" if result.best_epoch is None else result.best_epoch + 1
+    print(f"done: {result.epochs_done} epochs; best {result.monitor} {best} at epoch {best_epoch}"
+          f"{' (stopped early)' if cfg.get('stopped_early') else ''}")
+    print(f"device: {cfg['device']['backend']} {', '.join(cfg['device']['devices'])}")
+    for role, path in sorted(result.files.items()):
+        print(f"  {role:14s} {path}")
+    print(f"next: specclass evaluate {args.out} {args.dataset}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``specclass evaluate``."""
+    from specclass.evaluation import evaluate_run
+    from specclass.persistence import RunFolderError
+
+    if not args.dataset.is_file():
+        raise CLIError(f"{args.dataset}: no such dataset file")
+    try:
+        metrics = evaluate_run(args.run, args.dataset, args.split)
+    except (RunFolderError, FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    print(f"{args.run} on {args.dataset} [{args.split}]: n={metrics['n']} "
+          f"accuracy={metrics['accuracy']:.4f} balanced_accuracy={metrics['balanced_accuracy']:.4f}")
+    for row in metrics["per_class"]:
+        flag = "  (few examples)" if row.get("small") else ""
+        print(f"  {row['name']:10s} recall={row['recall']:.3f} precision={row['precision']:.3f} "
+              f"support={row['support']}{flag}")
+    for role, path in metrics.get("files", {}).items():
+        print(f"  {role}: {path}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``specclass predict``."""
+    from collections import Counter
+
+    from specclass.persistence import RunFolderError
+    from specclass.predict import predict_files
+
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise CLIError(f"no such file or folder: {', '.join(missing)}")
+    try:
+        rows, failures = predict_files(args.run, args.paths, out=args.out, batch_size=args.batch_size,
+                                       fmt=args.format)
+    except RunFolderError as exc:
+        raise CLIError(str(exc)) from None
+    counts = Counter(r["predicted_class"] for r in rows)
+    print(f"classified {len(rows)} spectra ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}); "
+          f"{len(failures)} not classified -> {args.out}")
+    for fail in failures[:10]:
+        print(f"  skipped {fail['file']}: {fail['reason']}")
+    if len(failures) > 10:
+        print(f"  ... and {len(failures) - 10} more (see {args.out})")
+    return 0 if rows or not failures else 1
