@@ -148,6 +148,56 @@ class SpectralDataset:
             raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, got {name!r}")
         return self.subset(self.meta["split"] == SPLIT_CODES[name])
 
+    @classmethod
+    def concatenate(cls, datasets: "list[SpectralDataset]", class_names: list[str] | None = None) -> "SpectralDataset":
+        """Stack datasets that share one grid into one (rows in the given order).
+
+        Labels are re-indexed by class *name* into ``class_names`` (default: the
+        union of the inputs' class names, sorted), so inputs may list their
+        classes in different orders. Metadata columns are the union; a column
+        missing from one input takes its fill value there. ``attrs`` come from
+        the first input.
+
+        Raises:
+            ValueError: no input, grids that differ, or a class missing from
+                ``class_names`` (names it).
+        """
+        if not datasets:
+            raise ValueError("concatenate: no datasets given")
+        loglam = datasets[0].loglam
+        for d in datasets[1:]:
+            if d.loglam.shape != loglam.shape or not np.allclose(d.loglam, loglam, rtol=0, atol=1e-9):
+                raise ValueError("concatenate: datasets are on different grids")
+        names = class_names or sorted({c for d in datasets for c in d.class_names})
+        index = {c: i for i, c in enumerate(names)}
+        labels = []
+        for d in datasets:
+            missing = [c for c in d.class_names if c not in index]
+            if missing:
+                raise ValueError(f"concatenate: classes {missing} not in class_names {names}")
+            lut = np.array([index[c] for c in d.class_names] + [-1], dtype=np.int32)
+            labels.append(lut[np.where(d.labels < 0, len(d.class_names), d.labels)])
+        keys = list(dict.fromkeys(k for d in datasets for k in d.meta))
+        n = [len(d) for d in datasets]
+        meta = {}
+        for k in keys:
+            parts = []
+            for d, m in zip(datasets, n):
+                if k in d.meta:
+                    parts.append(np.asarray(d.meta[k]))
+                else:
+                    parts.append(empty_meta(m).get(k, np.full(m, "", dtype=str)))
+            meta[k] = np.concatenate(parts)
+        return cls(
+            flux=np.concatenate([d.flux for d in datasets]),
+            ivar=np.concatenate([d.ivar for d in datasets]),
+            labels=np.concatenate(labels),
+            class_names=names,
+            loglam=loglam,
+            meta=meta,
+            attrs=dict(datasets[0].attrs),
+        )
+
     # ------------------------------------------------------------------ I/O
     def save(self, path: str | os.PathLike) -> Path:
         """Write the dataset atomically (temp file then rename) as ``.h5`` or ``.npz``.
