@@ -160,14 +160,89 @@ def object_key(plate: int, mjd: int, fiberid: int) -> str:
     return spec_filename(plate, mjd, fiberid)[len("spec-") : -len(".fits")]
 
 
+_STR_RE = re.compile(r"'((?:[^']|'')*)'")
+_INT_KEYS = re.compile(r"^(BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|PLATEID|MJD|FIBERID)$")
+_STR_KEYS = re.compile(r"^(XTENSION|EXTNAME|TTYPE\d+)$")
+
+
+def fits_layout(path: str | os.PathLike, max_hdus: int = 1000) -> list[dict[str, Any]]:
+    """Walk the HDUs of a FITS file from its headers alone and check it is complete.
+
+    Reads only the header blocks; the data size of each HDU comes from FITS Standard
+    4.0, section 4.4.1 (``|BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1 * ... * NAXISn)``,
+    padded to 2880 bytes). Far cheaper than building astropy header objects for the
+    hundreds of columns of a SPECOBJ/SPALL table.
+
+    Returns:
+        one dict per HDU with the integer keywords (BITPIX, NAXISn, PCOUNT, GCOUNT,
+        TFIELDS, PLATEID, MJD, FIBERID), string keywords (XTENSION, EXTNAME, TTYPEn)
+        found, plus ``offset`` and ``end`` (bytes).
+
+    Raises:
+        FileCheckError: no END card, a bad keyword value, or data that run past the
+            end of the file (truncated) or stop short of it (trailing bytes).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    hdus: list[dict[str, Any]] = []
+    pos = 0
+    with open(path, "rb") as fh:
+        while pos < size and len(hdus) < max_hdus:
+            info: dict[str, Any] = {"offset": pos}
+            while True:
+                block = fh.read(FITS_BLOCK)
+                if len(block) < FITS_BLOCK:
+                    raise FileCheckError(f"{path.name}: header of HDU {len(hdus)} has no END card (truncated?)")
+                pos += FITS_BLOCK
+                done = False
+                for i in range(0, FITS_BLOCK, 80):
+                    card = block[i : i + 80]
+                    key = card[:8].decode("ascii", "replace").strip()
+                    if key == "END":
+                        done = True
+                        break
+                    if card[8:10] != b"= ":
+                        continue
+                    raw = card[10:].decode("ascii", "replace")
+                    if _INT_KEYS.match(key):
+                        text = raw.split("/", 1)[0].strip()
+                        try:
+                            info[key] = int(float(text)) if text not in ("", "T", "F") else text
+                        except ValueError:
+                            raise FileCheckError(f"{path.name}: HDU {len(hdus)} keyword {key} = {text!r}") from None
+                    elif _STR_KEYS.match(key):
+                        m = _STR_RE.search(raw)
+                        info[key] = m.group(1).replace("''", "'").strip() if m else raw.split("/", 1)[0].strip()
+                if done:
+                    break
+            naxis = int(info.get("NAXIS", 0))
+            count = 0
+            if naxis:
+                count = 1
+                for k in range(1, naxis + 1):
+                    count *= int(info.get(f"NAXIS{k}", 0))
+            nbytes = abs(int(info.get("BITPIX", 8))) // 8 * int(info.get("GCOUNT", 1)) * (int(info.get("PCOUNT", 0)) + count)
+            pos += -(-nbytes // FITS_BLOCK) * FITS_BLOCK
+            info["end"] = pos
+            hdus.append(info)
+            if pos > size:
+                raise FileCheckError(
+                    f"{path.name}: HDU {len(hdus) - 1} needs bytes up to {pos}, file has {size} (truncated)"
+                )
+            fh.seek(pos)
+    return hdus
+
+
 def verify_spec_file(path: str | os.PathLike, expected: tuple[int, int, int] | None = None) -> None:
     """Check that ``path`` is a complete SDSS spec file (lite or full).
 
-    Checks: size is a whole number of 2880-byte FITS blocks; the file starts with
-    ``SIMPLE  =``; astropy opens it and reads every HDU without a truncation warning;
-    HDU 1 is a binary table with ``flux``, ``loglam``, ``ivar``; HDU 2 is a binary table
-    (SPECOBJ/SPALL; the EXTNAME may be missing). With ``expected = (plate, mjd, fiberid)``
-    and PLATE/MJD/FIBERID columns in HDU 2, they must match.
+    Checks, cheapest first: size is a whole number of 2880-byte FITS blocks and the file
+    starts with ``SIMPLE  =``; the HDUs described by the headers fill the file exactly
+    (:func:`fits_layout`, catches truncation); there are at least 3 HDUs; HDU 1 is a
+    binary table with ``flux``, ``loglam``, ``ivar`` and astropy reads those arrays;
+    HDU 2 (SPECOBJ/SPALL; the EXTNAME may be missing) is a binary table with rows.
+    With ``expected = (plate, mjd, fiberid)`` the spectrum's identity must match: from
+    the primary header's PLATEID/MJD/FIBERID, or else from HDU 2's first row.
 
     Raises:
         FileCheckError: with the file name and the reason.
@@ -180,36 +255,42 @@ def verify_spec_file(path: str | os.PathLike, expected: tuple[int, int, int] | N
         head = fh.read(80)
     if not head.startswith(b"SIMPLE  ="):
         raise FileCheckError(f"{path.name}: not a FITS file (starts with {head[:20]!r})")
+    hdus = fits_layout(path)
+    if len(hdus) < 3:
+        raise FileCheckError(f"{path.name}: has {len(hdus)} HDUs, a spec file has at least 3")
+    if hdus[-1]["end"] != size:
+        raise FileCheckError(f"{path.name}: {size - hdus[-1]['end']} bytes after the last HDU")
+    for i, what in ((1, "the COADD table"), (2, "a SPECOBJ/SPALL table")):
+        if hdus[i].get("XTENSION") != "BINTABLE":
+            raise FileCheckError(f"{path.name}: HDU {i} is {hdus[i].get('XTENSION', 'not an extension')}, expected {what}")
+    names = {str(v).lower() for k, v in hdus[1].items() if k.startswith("TTYPE")}
+    missing = [c for c in COADD_COLUMNS if c not in names]
+    if missing:
+        raise FileCheckError(f"{path.name}: HDU 1 lacks column(s) {missing}")
+    if int(hdus[2].get("NAXIS2", 0)) < 1:
+        raise FileCheckError(f"{path.name}: HDU 2 (SPECOBJ/SPALL) has no rows")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error")  # astropy warns on truncated data; make it fatal
-            with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
-                for hdu in hdul:
-                    _ = hdu.data
-                if len(hdul) < 3:
-                    raise FileCheckError(f"{path.name}: has {len(hdul)} HDUs, a spec file has at least 3")
-                coadd, specobj = hdul[1], hdul[2]
-                if not isinstance(coadd, fits.BinTableHDU):
-                    raise FileCheckError(f"{path.name}: HDU 1 is {type(coadd).__name__}, expected the COADD table")
-                names = {n.lower() for n in coadd.columns.names}
-                missing = [c for c in COADD_COLUMNS if c not in names]
-                if missing:
-                    raise FileCheckError(f"{path.name}: HDU 1 lacks column(s) {missing}")
-                if not isinstance(specobj, fits.BinTableHDU) or len(specobj.data) < 1:
-                    raise FileCheckError(f"{path.name}: HDU 2 is not a SPECOBJ/SPALL table")
+            warnings.simplefilter("error")  # astropy warns on damaged data; make it fatal
+            with fits.open(path, memmap=False) as hdul:
+                coadd = hdul[1].data
+                for c in COADD_COLUMNS:
+                    _ = coadd[c]
+                got = None
                 if expected is not None:
-                    cols = {n.upper(): n for n in specobj.columns.names}
-                    if all(c in cols for c in ("PLATE", "MJD", "FIBERID")):
-                        row = specobj.data[0]
-                        got = tuple(int(row[cols[c]]) for c in ("PLATE", "MJD", "FIBERID"))
-                        if got != tuple(expected):
-                            raise FileCheckError(
-                                f"{path.name}: holds spectrum {object_key(*got)}, expected {object_key(*expected)}"
-                            )
-    except FileCheckError:
-        raise
+                    primary = hdus[0]
+                    if all(isinstance(primary.get(k), int) for k in ("PLATEID", "MJD", "FIBERID")):
+                        got = (primary["PLATEID"], primary["MJD"], primary["FIBERID"])
+                    else:
+                        table = hdul[2]
+                        cols = {n.upper(): n for n in table.columns.names}
+                        if all(c in cols for c in ("PLATE", "MJD", "FIBERID")):
+                            row = table.data[0]
+                            got = tuple(int(row[cols[c]]) for c in ("PLATE", "MJD", "FIBERID"))
     except Exception as exc:  # astropy raises many types for damaged files
         raise FileCheckError(f"{path.name}: astropy cannot read it ({type(exc).__name__}: {exc})") from None
+    if expected is not None and got is not None and tuple(got) != tuple(expected):
+        raise FileCheckError(f"{path.name}: holds spectrum {object_key(*got)}, expected {object_key(*expected)}")
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
