@@ -61,11 +61,15 @@ from specclass.spectrum import Spectrum
 SDSS_LOGLAM_STEP = 1e-4
 
 #: Default grid: loglam 3.5800 .. 3.9600 (3801.9 .. 9120.1 Å), 3801 pixels.
-#: Why this range: SDSS-I/II spectrographs cover about 3800-9200 Å, BOSS about
-#: 3600-10400 Å; 3.58-3.96 is the range every SDSS and BOSS coadd covers (apart
-#: from its masked ends), so no class of object is told apart by where its
-#: spectrum stops. It also matches the start of the SDSS coadd grid (``COEFF0``
-#: 3.5800 on many SDSS-I plates), so SDSS coadds land on it with an integer shift.
+#: Why this range: it is the wavelength range SDSS-I/II and BOSS/eBOSS coadds
+#: have in common. SDSS-I/II (run2d 26) coadds start at loglam 3.5786-3.5831 and
+#: end at 3.963-3.965 (about 3800-9200 Å); BOSS/eBOSS ones cover 3.55-4.02
+#: (3600-10400 Å). A wider grid would leave the BOSS-only ends empty for every
+#: SDSS-I/II spectrum, so a model could tell the surveys (and the classes they
+#: targeted) apart by where the data stop. At most ~30 blue pixels of an
+#: SDSS-I/II spectrum fall below its first pixel and stay masked (ivar 0).
+#: 3.5800 is also a multiple of the 1e-4 step, like every SDSS coadd ``COEFF0``,
+#: so SDSS spectra land on the grid with an integer shift (the fast path).
 DEFAULT_LOGLAM_MIN = 3.5800
 DEFAULT_LOGLAM_MAX = 3.9600
 
