@@ -1,0 +1,272 @@
+"""Accuracy benchmark: the tutorial network vs the specclass default, trained in the same run.
+
+For each label scheme (seed4, class3) and each data selection (all spectra; only
+``ZWARNING == 0``), both networks (``spectral_tutorial`` and ``spectral_resnet``) are
+trained on the same training rows, first on real spectra only, then on real + simulated
+spectra (``specclass.simulate``), with the same epochs, batch size, seed, class weights
+and augmentation. Each trained model is evaluated on
+
+* the real test split (grouped by object, stratified; built by
+  ``specclass.spectra.build.build_dataset``), broken down by source (FITS vs text);
+* the LAMOST stars in ``../shared/data/other_surveys/lamost`` (an independent survey);
+* the simulated test split (real + simulated runs only; a sanity figure).
+
+Reported: balanced accuracy (mean per-class recall), plain accuracy, per-class recall with
+counts (classes with fewer than 20 test spectra are marked ``*``), accuracy by source.
+Outputs ``benchmarks/results/accuracy.json`` and ``benchmarks/results/accuracy.md``.
+
+Real data: the FITS spectra of ``../shared/data/sdss`` (``spectra/``, ``spectra2/``,
+``spectra3/``, ``dr7/``, ``other_layouts/``; sky fibres and the byte-identical ``full/``
+copies are left out) and, unless ``--no-text-stars``, the 963 flux-only SDSS star
+spectra of ``sdss/arrays/sdss_star_spectra_txt.npz`` (source 'text', ivar = 1 where
+the flux is finite, as the text reader does).
+
+Run (outside CI; 16 trainings, about 25-40 min on 2 busy CPU cores with the defaults:
+8 epochs, 400 simulated spectra per class; the smoke test took 130 s)::
+
+    .venv/bin/python benchmarks/accuracy.py
+    .venv/bin/python benchmarks/accuracy.py --quick      # smoke test, ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("spectral_tutorial", "spectral_resnet")
+
+
+def shared_data_dir() -> Path:
+    """``$SPECCLASS_SHARED_DATA`` or ``../shared/data`` next to the repository."""
+    env = os.environ.get("SPECCLASS_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- data
+def concat(datasets: list, attrs: dict | None = None):
+    """Row-wise concatenation of datasets on the same grid and class list (standard meta columns only)."""
+    from specclass.spectra.dataset import META_COLUMNS, SpectralDataset
+
+    first = datasets[0]
+    for d in datasets[1:]:
+        if d.class_names != first.class_names or not np.allclose(d.loglam, first.loglam):
+            raise ValueError("datasets differ in class names or grid")
+    return SpectralDataset(
+        flux=np.concatenate([d.flux for d in datasets]),
+        ivar=np.concatenate([d.ivar for d in datasets]),
+        labels=np.concatenate([d.labels for d in datasets]),
+        class_names=first.class_names,
+        loglam=first.loglam,
+        meta={k: np.concatenate([np.asarray(d.meta[k]) for d in datasets]) for k in META_COLUMNS},
+        attrs=dict(attrs or first.attrs),
+    )
+
+
+def text_star_dataset(sdss: Path, scheme: str, seed: int):
+    """The packed flux-only SDSS star spectra as a dataset (source 'text'), with grouped splits."""
+    from specclass.spectra.dataset import SpectralDataset, empty_meta
+    from specclass.spectra.grid import LogLamGrid, rebin_arrays
+    from specclass.spectra.labels import get_scheme
+    from specclass.spectra.splits import split_indices
+
+    grid = LogLamGrid()
+    sch = get_scheme(scheme)
+    with np.load(sdss / "arrays" / "sdss_star_spectra_txt.npz", allow_pickle=False) as z:
+        wave, flux, npix = z["wave"], z["flux"], z["npix"]
+        plate, mjd, fiber, sub = z["plate"], z["mjd"], z["fiberid"], z["subclass"]
+    n = len(npix)
+    out_f = np.zeros((n, grid.npix), np.float32)
+    out_i = np.zeros((n, grid.npix), np.float32)
+    for i in range(n):
+        w, f = wave[i, : npix[i]].astype(np.float64), flux[i, : npix[i]].astype(np.float64)
+        iv = np.isfinite(f).astype(np.float64)
+        out_f[i], out_i[i] = rebin_arrays(np.log10(w), np.nan_to_num(f), iv, grid=grid, name=f"text star row {i}")
+    meta = empty_meta(n)
+    meta.update(
+        plate=plate.astype(np.int32), mjd=mjd.astype(np.int32), fiberid=fiber.astype(np.int32),
+        subclass=sub.astype(str), source=np.full(n, "text"), format=np.full(n, "text"), survey=np.full(n, "sdss"),
+    )
+    meta["class"] = np.full(n, "STAR")
+    meta["file"] = np.array([f"arrays/sdss_star_spectra_txt.npz[{i}]" for i in range(n)])
+    meta["object_id"] = np.array([f"{p:04d}-{m:05d}-{f:04d}" for p, m, f in zip(plate, mjd, fiber)])
+    names = list(sch.fixed_classes)
+    labels = np.array([names.index(sch("STAR", s)[0]) for s in meta["subclass"]], np.int32)
+    meta["split"] = split_indices(labels, meta["object_id"], seed=seed)
+    return SpectralDataset(out_f, out_i, labels, names, grid.loglam, meta, {"label_scheme": scheme, "grid": grid.to_dict()})
+
+
+def load_data(shared: Path, scheme: str, n_sim: int, seed: int, text_stars: bool) -> dict[str, Any]:
+    """Real (FITS + text), LAMOST and simulated datasets for ``scheme``."""
+    from specclass.simulate import simulate
+    from specclass.spectra.build import build_dataset
+
+    sdss = shared / "sdss"
+    fits_dirs = [sdss / d for d in ("spectra", "spectra2", "spectra3", "dr7", "other_layouts")]
+    real, report = build_dataset(fits_dirs, labels=scheme, seed=seed)
+    parts = [real]
+    if text_stars:
+        parts.append(text_star_dataset(sdss, scheme, seed))
+    real = concat(parts)
+    lamost, _ = build_dataset([shared / "other_surveys" / "lamost"], labels=scheme, seed=seed)
+    sim = simulate(n_sim, labels=scheme, seed=seed) if n_sim else None
+    return {"real": real, "lamost": lamost, "sim": sim, "build_skipped": report.to_dict() if hasattr(report, "to_dict") else None}
+
+
+# --------------------------------------------------------------------------- run
+def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures the tables show, from an ``evaluate_predictions`` dict."""
+    counts = metrics["confusion_matrix"]["counts"]
+    per_class = [
+        {"name": c["name"], "recall": c["recall"], "correct": int(counts[i][i]), "support": c["support"], "small": c["small"]}
+        for i, c in enumerate(metrics["per_class"])
+    ]
+    by_source = {k: {"n": v["n"], "accuracy": v["accuracy"]} for k, v in (metrics.get("by_source") or {}).items()}
+    return {
+        "n": metrics["n"],
+        "balanced_accuracy": metrics["balanced_accuracy"],
+        "accuracy": metrics["accuracy"],
+        "per_class": per_class,
+        "by_source": by_source,
+        "confusion_matrix": counts,
+    }
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    from specclass.evaluation import evaluate_predictions
+    from specclass.training import train
+
+    shared = args.shared_data
+    results: list[dict[str, Any]] = []
+    t_start = time.time()
+    for scheme in args.schemes:
+        data = load_data(shared, scheme, args.n_sim_per_class, args.seed, not args.no_text_stars)
+        for selection in args.selections:
+            real = data["real"]
+            if selection == "zwarning0":
+                real = real.subset(real.meta["zwarning"] == 0)
+            test = real.split("test")
+            train_sets = {"real": real}
+            if data["sim"] is not None:
+                train_sets["real+sim"] = concat([real, data["sim"]])
+            for train_name, ds in train_sets.items():
+                trainable = ds.subset(ds.meta["split"] != 2)
+                for model_name in args.models:
+                    tag = f"{scheme}-{selection}-{train_name}-{model_name}"
+                    run_dir = args.work / tag
+                    t0 = time.time()
+                    res = train(
+                        trainable, model_name=model_name, out_dir=run_dir, epochs=args.epochs,
+                        batch_size=args.batch_size, seed=args.seed, class_weight="balanced",
+                        augment=not args.no_augment, monitor="val_balanced_accuracy", verbose=0, resume=False,
+                    )
+                    t_train = time.time() - t0
+                    evals = {"real test": test, "LAMOST": data["lamost"]}
+                    if train_name == "real+sim":
+                        evals["simulated test"] = data["sim"].split("test")
+                    row = {
+                        "scheme": scheme, "selection": selection, "train": train_name, "model": model_name,
+                        "n_train": int((trainable.meta["split"] == 0).sum()),
+                        "train_seconds": round(t_train, 1), "best_epoch": res.best_epoch, "eval": {},
+                    }
+                    for name, eds in evals.items():
+                        if len(eds) == 0:
+                            continue
+                        x = res.preprocessor.transform(eds.flux, eds.ivar)
+                        proba = np.asarray(res.model.predict(x, batch_size=256, verbose=0))
+                        m = evaluate_predictions(eds.labels, proba, eds.class_names, eds.meta)
+                        row["eval"][name] = summarise(m)
+                    results.append(row)
+                    print(f"[{time.time() - t_start:7.0f}s] {tag}: " + ", ".join(
+                        f"{k} bal.acc {v['balanced_accuracy']:.3f}" for k, v in row["eval"].items()), flush=True)
+    return {
+        "benchmark": "accuracy",
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("shared_data", "work", "out")},
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "seconds": round(time.time() - t_start, 1),
+        "results": results,
+    }
+
+
+# --------------------------------------------------------------------------- report
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Markdown tables: one per scheme/selection/training set, both models side by side."""
+    lines = [
+        "# Accuracy benchmark",
+        "",
+        f"Command: `{report['command']}` ({report['seconds']:.0f} s, {report['machine']['cpus']} CPUs). "
+        "Balanced accuracy = mean per-class recall. Per-class recall shows correct/support; "
+        "`*` marks a class with fewer than 20 test spectra (its figure is not reliable).",
+        "",
+    ]
+    groups: dict[tuple, list] = {}
+    for r in report["results"]:
+        groups.setdefault((r["scheme"], r["selection"], r["train"]), []).append(r)
+    for (scheme, selection, train_name), rows in groups.items():
+        sel = "ZWARNING = 0 only (text spectra have no ZWARNING and drop out)" if selection == "zwarning0" else "all spectra"
+        lines += [f"## {scheme}, {sel}, trained on {train_name}", ""]
+        lines += ["| test set | model | n | balanced acc. | accuracy | per-class recall | accuracy by source |",
+                  "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+        for test_name in ("real test", "LAMOST", "simulated test"):
+            for r in rows:
+                e = r["eval"].get(test_name)
+                if not e:
+                    continue
+                pcs = "; ".join(
+                    f"{c['name']} {_fmt(c['recall']) if c['support'] else 'n/a'} ({c['correct']}/{c['support']}){'*' if c['small'] else ''}"
+                    for c in e["per_class"] if c["support"] or test_name == "real test"
+                )
+                src = "; ".join(f"{k} {_fmt(v['accuracy'])} (n={v['n']})" for k, v in e["by_source"].items())
+                lines.append(f"| {test_name} | {r['model']} | {e['n']} | {_fmt(e['balanced_accuracy'])} | "
+                             f"{_fmt(e['accuracy'])} | {pcs} | {src} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared-data", type=Path, default=shared_data_dir(), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="where accuracy.json/.md go")
+    p.add_argument("--work", type=Path, default=None, help="run folders (default OUT/tmp/accuracy-runs, git-ignored)")
+    p.add_argument("--schemes", nargs="+", default=["seed4", "class3"], choices=["seed4", "class3"])
+    p.add_argument("--selections", nargs="+", default=["all", "zwarning0"], choices=["all", "zwarning0"])
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n-sim-per-class", type=int, default=400, help="simulated spectra per class (0 = real only)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-text-stars", action="store_true", help="leave out the 963 flux-only text star spectra")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--quick", action="store_true", help="smoke test: seed4, all spectra, 2 epochs, 50 simulated per class")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.schemes, args.selections, args.epochs, args.n_sim_per_class = ["seed4"], ["all"], 2, 50
+    args.work = args.work or args.out / "tmp" / ("accuracy-runs-quick" if args.quick else "accuracy-runs")
+    if not (args.shared_data / "sdss").is_dir():
+        p.error(f"--shared-data {args.shared_data}: no sdss folder there")
+    report = run_benchmark(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "accuracy-quick" if args.quick else "accuracy"
+    from specclass.evaluation import write_text_atomic
+
+    write_text_atomic(args.out / f"{stem}.json", json.dumps(report, indent=1))
+    write_text_atomic(args.out / f"{stem}.md", markdown(report))
+    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
