@@ -223,6 +223,29 @@ def test_shards_merge_to_the_single_process_result(tmp_path, inputs, star_csv, b
         merge_datasets([shard_files[0], shard_files[2]])
 
 
+def test_memory_overhead_is_flat_in_n(sdss_dir):
+    """Streaming: beyond the output arrays, the builder holds a few MB whatever N (no Spectrum objects)."""
+    import tracemalloc
+
+    from specclass.spectra.build import build_rows
+
+    files = list_files([sdss_dir / "spectra"])
+    build_rows(files[:2])  # imports, caches
+    overhead = []
+    for k in (1, 4):
+        tracemalloc.start()
+        try:
+            ds, _ = build_rows(files * k)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(ds) == (len(files) - 1) * k  # all but the all-masked file
+        overhead.append(peak - ds.flux.nbytes - ds.ivar.nbytes)
+        del ds
+    assert max(overhead) < 16e6, overhead
+    assert overhead[1] < overhead[0] + 4e6, overhead  # 4x the files, not 4x the overhead
+
+
 def test_shard_slice_and_sorted_listing(sdss_dir):
     blocks = [shard_slice(10, i, 3) for i in range(3)]
     assert [list(range(10))[b] for b in blocks] == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
