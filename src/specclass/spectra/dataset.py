@@ -246,6 +246,35 @@ class SpectralDataset:
             raise
         return path
 
+    @staticmethod
+    def peek(path: str | os.PathLike) -> tuple[int, dict[str, Any]]:
+        """Number of rows and the attributes (incl. ``class_names``) of a dataset file,
+        without reading flux/ivar (e.g. to size a merge before loading shards).
+
+        Raises:
+            FileNotFoundError: if ``path`` does not exist.
+            DatasetFormatError: if it is not a specclass dataset.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such dataset file")
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    attrs = json.loads(str(z["attrs"]))
+                    n = int(z["labels"].shape[0])
+            else:
+                import h5py
+
+                with h5py.File(path, "r") as h5:
+                    attrs = {k: json.loads(v) for k, v in h5.attrs.items()}
+                    n = int(h5["labels"].shape[0])
+        except (OSError, KeyError, ValueError) as exc:
+            raise DatasetFormatError(f"{path}: not a readable specclass dataset ({exc})") from exc
+        if attrs.get("format") != FORMAT_NAME:
+            raise DatasetFormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected {FORMAT_NAME!r}")
+        return n, attrs
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SpectralDataset":
         """Read a dataset written by :meth:`save` (``.h5`` or ``.npz``), without pickle.
