@@ -127,3 +127,13 @@ def test_urls_command(sky, sas, net_config, tmp_path):
         "https://data.sdss.org/sas/dr17/sdss/spectro/redux/26/spectra/0266/spec-0266-51602-0001.fits",
         "https://data.sdss.org/sas/dr17/eboss/spectro/redux/v5_13_2/spectra/full/10000/spec-10000-57346-0002.fits",
     ]
+
+
+def test_build_failure_keeps_the_downloads(sky, sas, net_config, tmp_path):
+    def broken_builder(paths, labels, golden):
+        raise ValueError("grid has no pixels")
+
+    with pytest.raises(RuntimeError, match=r"building the dataset from the 2 downloaded spectra failed .*grid has no"):
+        fetch(tmp_path, per_class=2, classes=["QSO"], config=net_config, progress=False, builder=broken_builder)
+    assert len(list((tmp_path / "spectra").glob("spec-*.fits"))) == 2
+    assert not (tmp_path / "dataset.h5").exists()

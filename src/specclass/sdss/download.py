@@ -585,18 +585,24 @@ def download_catalog(
     t0 = time.perf_counter()
     results: dict[str, FileResult] = {}
     bar = tqdm(total=len(tasks), unit="file", desc="download", disable=not progress, leave=False)
+    pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="sdss-dl")
     try:
-        with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="sdss-dl") as pool:
-            futures = {pool.submit(download_one, t, cfg, manifest): t for t in tasks}
-            for fut in as_completed(futures):
-                task = futures[fut]
-                res = fut.result()
-                results[task.key] = res
-                bar.update(1)
-                if not res.ok and progress:
-                    bar.write(f"failed {task.key}: {res.reason}")
+        futures = {pool.submit(download_one, t, cfg, manifest): t for t in tasks}
+        for fut in as_completed(futures):
+            task = futures[fut]
+            res = fut.result()
+            results[task.key] = res
+            bar.update(1)
+            if not res.ok and progress:
+                bar.write(f"failed {task.key}: {res.reason}")
+    except BaseException:
+        # Ctrl-C: start nothing new; files in flight finish (verified + renamed) or
+        # remove their temp file, so the next run resumes cleanly
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         bar.close()
+    pool.shutdown(wait=True)
     report.seconds = time.perf_counter() - t0
     report.results = sorted(list(results.values()) + bad, key=lambda r: r.row)
     return report

@@ -164,7 +164,8 @@ def fetch(
         ValueError: bad options (names the option).
         EmptyResultError: no class matched anything.
         SkyServerError: SkyServer failed after retries.
-        RuntimeError: no spectrum could be downloaded, or the builder is missing.
+        RuntimeError: no spectrum could be downloaded, the builder is missing, or the
+            build failed (the downloaded files are kept).
     """
     cfg = config or conf
     dr = parse_release(cfg.data_release if data_release is None else data_release)
@@ -200,7 +201,13 @@ def fetch(
     if not report.ok_paths:
         raise RuntimeError(f"none of the {len(report.results)} spectra could be downloaded:\n{report.summary()}")
     if build_fn is not None:
-        dataset, build_report = build_fn(report.ok_paths, labels=labels, golden=golden)
-        result.dataset_path = Path(dataset.save(out / "dataset.h5"))
+        try:
+            dataset, build_report = build_fn(report.ok_paths, labels=labels, golden=golden)
+            result.dataset_path = Path(dataset.save(out / "dataset.h5"))
+        except Exception as exc:
+            raise RuntimeError(
+                f"building the dataset from the {len(report.ok_paths)} downloaded spectra failed "
+                f"({type(exc).__name__}: {exc}); the spectra and the manifest are kept in {out}"
+            ) from exc
         result.build_report = build_report
     return result
