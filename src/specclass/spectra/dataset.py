@@ -181,12 +181,10 @@ class SpectralDataset:
         n = [len(d) for d in datasets]
         meta = {}
         for k in keys:
-            parts = []
-            for d, m in zip(datasets, n):
-                if k in d.meta:
-                    parts.append(np.asarray(d.meta[k]))
-                else:
-                    parts.append(empty_meta(m).get(k, np.full(m, "", dtype=str)))
+            like = next(np.asarray(d.meta[k]) for d in datasets if k in d.meta)
+            fill = {"U": "", "S": "", "O": "", "f": np.nan, "b": False}.get(like.dtype.kind, -1)
+            parts = [np.asarray(d.meta[k]) if k in d.meta else np.full(m, fill, dtype=like.dtype)
+                     for d, m in zip(datasets, n)]
             meta[k] = np.concatenate(parts)
         return cls(
             flux=np.concatenate([d.flux for d in datasets]),
