@@ -595,8 +595,9 @@ def merge_datasets(
     """Merge shard files from :func:`build_shard` into one dataset, then assign splits.
 
     Shards are ordered by their recorded index; all shards of the set must be
-    present and built with the same settings. The result equals a one-process
-    :func:`build_dataset` over the same inputs.
+    present and built with the same settings. Shards are read one at a time into
+    the merged arrays (peak memory: the result plus one shard). The result
+    equals a one-process :func:`build_dataset` over the same inputs.
 
     Raises:
         ValueError: no files, a missing/duplicate shard, or shards built with
@@ -604,13 +605,14 @@ def merge_datasets(
     """
     if not files:
         raise ValueError("merge_datasets: no shard files given")
+    # first pass: attributes and sizes only (flux/ivar stay on disk)
     shards = []
     for f in files:
-        ds = SpectralDataset.load(f)
-        info = ds.attrs.get("shard")
-        if not isinstance(info, dict):
+        n_rows, attrs = SpectralDataset.peek(f)
+        info = attrs.get("shard")
+        if not isinstance(info, dict) or "build_report" not in attrs:
             raise ValueError(f"{f}: not a shard (no 'shard' attribute); build it with build_shard")
-        shards.append((int(info["index"]), int(info["n_shards"]), Path(f), ds))
+        shards.append((int(info["index"]), int(info["n_shards"]), Path(f), n_rows, attrs))
     shards.sort(key=lambda t: t[0])
     n_shards = {t[1] for t in shards}
     if len(n_shards) != 1:
@@ -621,32 +623,48 @@ def merge_datasets(
         missing = sorted(set(range(n_total)) - set(indices))
         dup = sorted({i for i in indices if indices.count(i) > 1})
         raise ValueError(f"shard set incomplete: missing {missing}, duplicated {dup} (of {n_total})")
-    settings0 = shards[0][3].attrs["build_report"]["settings"]
-    for _, _, p, ds in shards[1:]:
-        s = ds.attrs["build_report"]["settings"]
+    settings0 = shards[0][4]["build_report"]["settings"]
+    for _, _, p, _, attrs in shards[1:]:
+        s = attrs["build_report"]["settings"]
         if s != settings0:
             diff = sorted(k for k in set(s) | set(settings0) if s.get(k) != settings0.get(k))
             raise ValueError(f"{p}: built with different settings than {shards[0][2]} ({', '.join(diff)})")
     scheme = get_scheme(settings0["label_scheme"])
-    names = [np.asarray(ds.class_names, dtype=object)[ds.labels] if len(ds) else np.zeros(0, dtype=object) for *_, ds in shards]
-    all_names = np.concatenate(names) if names else np.zeros(0, dtype=object)
-    class_names = scheme.class_names_for(all_names.tolist())
+    grid = LogLamGrid.from_dict(settings0["grid"])
+
+    # second pass: one shard in memory at a time, copied into the merged arrays
+    n_rows_total = sum(t[3] for t in shards)
+    flux = np.empty((n_rows_total, grid.npix), dtype=np.float32)
+    ivar = np.empty_like(flux)
+    names: list[str] = []
+    meta_parts: dict[str, list[np.ndarray]] = {}
+    row = 0
+    for _, _, p, n_rows, _ in shards:
+        ds = SpectralDataset.load(p)
+        if len(ds) != n_rows or ds.flux.shape[1] != grid.npix:
+            raise ValueError(f"{p}: changed while merging (expected {n_rows} x {grid.npix})")
+        flux[row : row + n_rows] = ds.flux
+        ivar[row : row + n_rows] = ds.ivar
+        names.extend(ds.class_names[i] for i in ds.labels.tolist())
+        for k, v in ds.meta.items():
+            meta_parts.setdefault(k, []).append(v)
+        row += n_rows
+        del ds
+    class_names = scheme.class_names_for(names)
     index = {c: i for i, c in enumerate(class_names)}
-    dss = [t[3] for t in shards]
-    meta = {k: np.concatenate([d.meta[k] for d in dss]) for k in dss[0].meta}
     merged = SpectralDataset(
-        flux=np.concatenate([d.flux for d in dss]),
-        ivar=np.concatenate([d.ivar for d in dss]),
-        labels=np.array([index[x] for x in all_names.tolist()], dtype=np.int32),
+        flux=flux,
+        ivar=ivar,
+        labels=np.array([index[x] for x in names], dtype=np.int32),
         class_names=class_names,
-        loglam=dss[0].loglam,
-        meta=meta,
+        loglam=grid.loglam,
+        meta={k: np.concatenate(v) for k, v in meta_parts.items()},
         attrs={"label_scheme": scheme.name, "grid": settings0["grid"]},
     )
     report = BuildReport(settings=dict(settings0))
     removals: Counter[str] = Counter()
-    for _, _, p, ds in shards:
-        r = ds.attrs["build_report"]
+    for _, _, p, _, attrs in shards:
+        r = attrs["build_report"]
         report.n_files += int(r["n_files"])
         report.n_spectra += int(r["n_spectra"])
         removals.update(r.get("zwarning_removals", {}))
