@@ -64,11 +64,14 @@ class FileCheckError(ValueError):
 class DownloadError(RuntimeError):
     """One attempt at one file failed; ``retryable`` says whether to try again."""
 
-    def __init__(self, reason: str, retryable: bool, http_status: int | None = None) -> None:
+    def __init__(
+        self, reason: str, retryable: bool, http_status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.http_status = http_status
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -438,8 +441,8 @@ def _retry_after(response: requests.Response) -> float | None:
     return float(value) if value.isdigit() else None
 
 
-def _fetch_once(task: DownloadTask, tmp: Path, config: SDSSConfig) -> tuple[int, str, float | None]:
-    """One GET of ``task.url`` into ``tmp``. Returns (bytes, sha256, retry_after).
+def _fetch_once(task: DownloadTask, tmp: Path, config: SDSSConfig) -> tuple[int, str]:
+    """One GET of ``task.url`` into ``tmp``. Returns ``(bytes, sha256)``.
 
     Raises:
         DownloadError: with the reason and whether a retry may help.
@@ -449,9 +452,7 @@ def _fetch_once(task: DownloadTask, tmp: Path, config: SDSSConfig) -> tuple[int,
         with sess.get(task.url, stream=True, timeout=(config.timeout, config.timeout)) as r:
             if r.status_code != 200:
                 retryable = r.status_code >= 500 or r.status_code in (408, 429)
-                err = DownloadError(f"HTTP {r.status_code} {r.reason}", retryable, r.status_code)
-                err.retry_after = _retry_after(r)  # type: ignore[attr-defined]
-                raise err
+                raise DownloadError(f"HTTP {r.status_code} {r.reason}", retryable, r.status_code, _retry_after(r))
             ctype = r.headers.get("Content-Type", "")
             declared = r.headers.get("Content-Length")
             encoded = bool(r.headers.get("Content-Encoding", "").strip() not in ("", "identity"))
@@ -472,7 +473,7 @@ def _fetch_once(task: DownloadTask, tmp: Path, config: SDSSConfig) -> tuple[int,
                 os.fsync(fh.fileno())
             if declared is not None and not encoded and declared.isdigit() and n != int(declared):
                 raise DownloadError(f"body cut short: got {n} of {declared} bytes (Content-Length)", True, 200)
-            return n, h.hexdigest(), None
+            return n, h.hexdigest()
     except DownloadError:
         raise
     except requests.exceptions.ChunkedEncodingError as exc:
@@ -522,7 +523,7 @@ def download_one(task: DownloadTask, config: SDSSConfig | None = None, manifest:
             for attempt in range(cfg.retries + 1):
                 result.attempts = attempt + 1
                 try:
-                    n, digest, _ = _fetch_once(task, tmp, cfg)
+                    n, digest = _fetch_once(task, tmp, cfg)
                     try:
                         verify_spec_file(tmp, task.ids)
                     except FileCheckError as exc:
@@ -539,7 +540,7 @@ def download_one(task: DownloadTask, config: SDSSConfig | None = None, manifest:
                         if exc.retryable and cfg.retries:
                             result.reason += f" (gave up after {attempt + 1} attempts)"
                         break
-                    delay = cfg.retry_delay(attempt, getattr(exc, "retry_after", None))
+                    delay = cfg.retry_delay(attempt, exc.retry_after)
                     log.info("%s: %s; retry %d in %.2f s", task.key, exc.reason, attempt + 1, delay)
                     time.sleep(delay)
         finally:
