@@ -86,26 +86,77 @@ def test_rendered_scripts_pass_sbatch_test_only(cluster, capsys, slurm_env, tmp_
     assert code == 2 and "`sbatch --test-only" in err and "invalid partition" in err.lower()
 
 
-def test_short_training_job_leaves_its_run_folder(cluster, capsys, slurm_env, tmp_path, shared_data):
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory, sdss_dir):
+    """The real spec-lite files of ``sdss/spectra`` (115 spectra) as a dataset file."""
+    from specclass.spectra.build import build_dataset
+
+    ds, _ = build_dataset([sdss_dir / "spectra"])
+    return ds.save(tmp_path_factory.mktemp("data") / "tiny.h5")
+
+
+def _train_argv(dataset, epochs):
+    return ["train", str(dataset), "--model", "spectral_tutorial", "--epochs", str(epochs), "--batch-size", "8",
+            "--out", "run", "--quiet"]
+
+
+def test_short_training_job_leaves_its_run_folder(cluster, capsys, slurm_env, tmp_path, tiny_dataset):
     log = tmp_path / "job.out"
-    (job_id,) = _cli(capsys, "slurm", "submit", "-J", "mnist2", "-t", "00:05:00", "-c", "2",
-                     "-o", str(log), "-D", str(tmp_path), "--",
-                     "mnist", "train", "--data", str(shared_data / "mnist" / "mnist.npz"), "--limit", "600",
-                     "--epochs", "2", "--no-extra-formats", "--device", "cpu", "--out", "run")
-    lines = None
-    for _ in range(100):  # `specclass slurm status` sees it queued or running first
-        lines = _cli(capsys, "slurm", "status", job_id)
-        if len(lines) > 1:
-            break
-    assert lines[1].split()[0] == job_id
+    (job_id,) = _cli(capsys, "slurm", "submit", "-J", "train2", "-t", "00:05:00", "-c", "2",
+                     "-o", str(log), "-D", str(tmp_path), "--", *_train_argv(tiny_dataset, 2))
+    lines = _cli(capsys, "slurm", "status", job_id)  # queued or running: squeue answers
+    assert lines[1].split()[0] == job_id and lines[1].endswith("[squeue]")
     _wait_ok([job_id], slurm_env, logs=[log])
     run = tmp_path / "run"
-    assert (run / "model.keras").is_file()
+    assert (run / "model.keras").is_file() and (run / "preprocessing.json").is_file()
     config = json.loads((run / "config.json").read_text())
-    assert "specclass job" in log.read_text() and f"{job_id}: command exited with status 0" in log.read_text()
-    assert json.dumps(config)  # a real config written by the job
+    assert config["epochs_done"] == 2
+    text = log.read_text()
+    assert "cpu_threads=2" in text  # SLURM_CPUS_PER_TASK reached the device strategy
+    assert f"specclass job {job_id}: command exited with status 0" in text
     final = _cli(capsys, "slurm", "status", job_id)
     assert "COMPLETED" in final[1]
+
+
+def _history_epochs(run: Path) -> list[int]:
+    path = run / "history.csv"
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        return [int(row["epoch"]) for row in csv.DictReader(fh)]
+
+
+def test_signalled_job_resumes_without_lost_or_repeated_epochs(cluster, capsys, slurm_env, tmp_path, tiny_dataset):
+    epochs = 30
+    run = tmp_path / "run"
+    log1, log2 = tmp_path / "first.out", tmp_path / "second.out"
+    common = ["-t", "00:05:00", "-c", "2", "-D", str(tmp_path), "--"]
+    (first,) = _cli(capsys, "slurm", "submit", "-J", "resume", "-o", str(log1), *common,
+                    *_train_argv(tiny_dataset, epochs))
+    deadline = time.monotonic() + 180
+    while len(_history_epochs(run)) < 2:  # let it finish two epochs, then warn it as SLURM would
+        assert time.monotonic() < deadline, log1.read_text() if log1.exists() else "no log"
+        time.sleep(0.2)
+    _cli(capsys, "slurm", "cancel", first, "--signal", "USR1", "--batch")
+    rows = slurm.wait([first], timeout=120, poll=0.5, env=slurm_env)
+    text = log1.read_text()
+    assert rows[0].exit_code.startswith(f"{EXIT_INTERRUPTED}:"), (rows, text[-3000:])
+    assert "received SIGUSR1" in text and f"command exited with status {EXIT_INTERRUPTED}" in text
+    done = _history_epochs(run)
+    assert 2 <= len(done) < epochs and done == list(range(len(done)))
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert state["epoch"] == len(done)
+
+    (second,) = _cli(capsys, "slurm", "submit", "-J", "resume", "-o", str(log2), *common,
+                     *_train_argv(tiny_dataset, epochs))
+    _wait_ok([second], slurm_env, logs=[log2])
+    assert _history_epochs(run) == list(range(epochs))  # each epoch exactly once
+    config = json.loads((run / "config.json").read_text())
+    assert config["resumed_from_epoch"] == len(done) and config["epochs_done"] == epochs
+    history = json.loads((run / "history.json").read_text())
+    val_loss = [v for v in history["val_loss"] if v is not None]
+    assert len(history["val_loss"]) == epochs
+    assert config["best_score"] == pytest.approx(min(val_loss), rel=1e-6)  # best over both sessions
 
 
 def _same_dataset(a, b):
