@@ -370,7 +370,8 @@ def build_rows(
             class_, subclass = normalize(m.class_), normalize(m.subclass)
             if not class_ and user_label is not None:
                 class_, subclass = user_label
-            is_dr7 = m.format.lower().startswith("spspec")
+            # DR7 Z_WARNIN has other bits: readers flag it (extra['zwarning_bits'] = 'dr7')
+            is_dr7 = m.extra.get("zwarning_bits") == "dr7" or m.format.lower().startswith("spspec")
             if golden and m.zwarning != 0:
                 if m.zwarning < 0:
                     zw_removed.update(["UNKNOWN"])
