@@ -336,7 +336,13 @@ def build_rows(
         mapping = text_labels if isinstance(text_labels, Mapping) else load_text_labels(text_labels)
     min_good = max(1, int(np.ceil(min_good_fraction * grid.npix)))
 
-    report = BuildReport(n_files=len(files), settings=_settings(scheme, grid, golden, bad, min_good_fraction))
+    settings = _settings(scheme, grid, golden, bad, min_good_fraction)
+    if isinstance(text_labels, Mapping):
+        settings["text_labels"] = f"<mapping of {len(text_labels)} labels>"
+    else:
+        settings["text_labels"] = None if text_labels is None else os.fspath(text_labels)
+    settings["label"] = None if user_label is None else ":".join(x for x in user_label if x)
+    report = BuildReport(n_files=len(files), settings=settings)
     buf = _RowBuffer(len(files), grid.npix)
     zw_removed: Counter[str] = Counter()
 
