@@ -223,6 +223,19 @@ def test_shards_merge_to_the_single_process_result(tmp_path, inputs, star_csv, b
         merge_datasets([shard_files[0], shard_files[2]])
 
 
+def test_merge_refuses_mixed_or_foreign_files(tmp_path, sdss_dir, built):
+    dr7 = [sdss_dir / "dr7"]
+    a, _ = build_shard(dr7, 0, 2, tmp_path / "a.npz", labels="seed4")
+    b, _ = build_shard(dr7, 1, 2, tmp_path / "b.npz", labels="class3")
+    with pytest.raises(ValueError, match="b.npz: built with different settings .*label_scheme"):
+        merge_datasets([a, b])
+    plain = built[0].save(tmp_path / "plain.h5")
+    with pytest.raises(ValueError, match="plain.h5: not a shard"):
+        merge_datasets([plain])
+    with pytest.raises(ValueError, match="no shard files"):
+        merge_datasets([])
+
+
 def test_memory_overhead_is_flat_in_n(sdss_dir):
     """Streaming: beyond the output arrays, the builder holds a few MB whatever N (no Spectrum objects)."""
     import tracemalloc
