@@ -96,6 +96,12 @@ def test_fetch_rejects_bad_options_before_any_request(sky, sas, net_config, tmp_
 
 def test_fetch_help_documents_every_option():
     from specclass.cli import build_parser
+    from specclass.commands import sdss as cmd
+    from specclass.sdss import fetch as fe
+    from specclass.sdss import skyserver as sk
+
+    assert cmd.CLASS_CHOICES == sk.CLASSES and cmd.PRESET_CHOICES == tuple(sk.PRESETS)
+    assert cmd.MAX_TOP == sk.MAX_TOP and cmd.SEED4_CHOICES == fe.SEED4 == tuple(sk.LABEL_PRESETS)
 
     parser = build_parser()
     sdss = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["sdss"]

@@ -181,18 +181,26 @@ def test_read_catalog_errors_name_file_and_line(tmp_path):
         read_catalog(bad)
 
 
-def test_cli_query_and_dry_run(sky, tmp_path):
-    run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "specclass", "sdss", "query", *a], capture_output=True, text=True, timeout=120
+def test_cli_query_and_dry_run(sky, tmp_path, capsys):
+    from specclass.cli import main
+
+    # one real process for the dry run ...
+    r = subprocess.run(
+        [sys.executable, "-m", "specclass", "sdss", "query", "--class", "QSO", "--golden", "--top", "5", "--dry-run",
+         "--base-url", sky.url],
+        capture_output=True, text=True, timeout=120,
     )
-    r = run("--class", "QSO", "--golden", "--top", "5", "--dry-run", "--base-url", sky.url)
     assert r.returncode == 0, r.stderr
     assert "cmd = SELECT TOP 5" in r.stdout and "s.zWarning = 0" in r.stdout and not sky.requests
+    # ... the rest in-process through the same entry point
     out = tmp_path / "q.csv"
-    r = run("--preset", "agn", "--top", "3", "--base-url", sky.url, "--out", str(out))
-    assert r.returncode == 0, r.stderr
+    assert main(["sdss", "query", "--preset", "agn", "--top", "3", "--base-url", sky.url, "--out", str(out)]) == 0
     assert len(read_catalog(out)) == 3 and len(sky.requests) == 1
-    r = run("--class", "STAR", "--plate-max", "2", "--base-url", sky.url, "--out", str(tmp_path / "none.csv"))
-    assert r.returncode == 1 and "no spectra match" in r.stderr and not (tmp_path / "none.csv").exists()
-    r = run("--subclass", "AGN' OR 1=1 --", "--dry-run")
-    assert r.returncode == 2 and "not a valid SDSS subclass" in r.stderr
+    assert main(["sdss", "query", "--class", "GALAXY", "--top", "2", "--base-url", sky.url]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3].startswith("plate,mjd,fiberid,run2d") and len(printed) >= 3
+    none = tmp_path / "none.csv"
+    assert main(["sdss", "query", "--class", "STAR", "--plate-max", "2", "--base-url", sky.url, "--out", str(none)]) == 1
+    assert "no spectra match" in capsys.readouterr().err and not none.exists()
+    assert main(["sdss", "query", "--subclass", "AGN' OR 1=1 --", "--dry-run"]) == 2
+    assert "not a valid SDSS subclass" in capsys.readouterr().err

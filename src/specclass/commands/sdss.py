@@ -12,6 +12,14 @@ from pathlib import Path
 
 from specclass.cli import CLIError
 
+# Kept here so that building the parser (``specclass --help``) does not import
+# astropy/requests; tests check they equal specclass.sdss.skyserver's CLASSES,
+# PRESETS and MAX_TOP.
+CLASS_CHOICES: tuple[str, ...] = ("STAR", "GALAXY", "QSO")
+PRESET_CHOICES: tuple[str, ...] = ("stars", "galaxies", "qsos", "agn")
+SEED4_CHOICES: tuple[str, ...] = ("STAR", "GALAXY", "QSO", "AGN")
+MAX_TOP = 500_000
+
 _EPILOG_QUERY = """\
 presets (the tutorial's four selections):
   stars     class = 'STAR'
@@ -276,8 +284,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``specclass sdss ...``."""
-    from specclass.sdss.skyserver import CLASSES, MAX_TOP, PRESETS
-
+    CLASSES, PRESETS = CLASS_CHOICES, PRESET_CHOICES
     sdss = subparsers.add_parser(
         "sdss",
         help="query SkyServer, build SAS URLs, download spectra, fetch a whole dataset",
@@ -350,7 +357,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--per-class", type=_positive_int, required=True, metavar="N",
                    help=f"spectra per class (SELECT TOP N each), 1..{MAX_TOP}")
     f.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    f.add_argument("--classes", nargs="+", type=str.upper, choices=["STAR", "GALAXY", "QSO", "AGN"], metavar="CLASS",
+    f.add_argument("--classes", nargs="+", type=str.upper, choices=SEED4_CHOICES, metavar="CLASS",
                    help="subset of STAR GALAXY QSO AGN (default all four)")
     _add_selection(f)
     _add_release(f)
