@@ -200,6 +200,9 @@ def test_plan_round_trip_and_scripts(tmp_path, sdss_dir):
     assert '--index "$SLURM_ARRAY_TASK_ID"' in array_script
     assert "merge-shards" in merge_script and "--array" not in merge_script
     assert "#SBATCH --array=0-2\n" in arrays.render_scripts(path, again, JobSpec())[0]
+    kwargs = arrays.build_kwargs({"grid": {"loglam_min": 3.6, "loglam_max": 3.9, "step": 1e-4},
+                                  "bad_mask_bits": "none", "labels": "class3"})
+    assert kwargs["grid"].npix == 3001 and kwargs["bad_mask_bits"] == 0 and kwargs["labels"] == "class3"
     with pytest.raises(ValueError, match="unknown build/merge option"):
         arrays.make_plan([sdss_dir / "spectra"], tmp_path / "x.h5", 2, build_options={"colour": 1})
     with pytest.raises(ValueError, match="not found"):

@@ -32,8 +32,10 @@ from specclass.cluster.slurm import JobSpec
 
 PLAN_FORMAT = "specclass-array-plan"
 
-#: ``build_shard`` keyword options a plan may carry (JSON values only).
-BUILD_OPTIONS = ("labels", "golden", "strict", "bad_mask_bits", "text_labels", "label", "min_good_fraction")
+#: ``build_shard`` keyword options a plan may carry (JSON values only). ``grid`` is
+#: ``{"loglam_min", "loglam_max", "step"}`` (:meth:`LogLamGrid.from_range`);
+#: ``bad_mask_bits`` an int or comma-separated and_mask bit names.
+BUILD_OPTIONS = ("labels", "golden", "strict", "bad_mask_bits", "text_labels", "label", "min_good_fraction", "grid")
 #: ``merge_datasets`` keyword options a plan may carry.
 MERGE_OPTIONS = ("val_frac", "test_frac", "seed", "radius_arcsec")
 
@@ -147,10 +149,26 @@ def run_shard(plan: ArrayPlan, index: int) -> Path:
 
     out = plan.shard_path(index)
     out.parent.mkdir(parents=True, exist_ok=True)
-    path, report = build_shard(plan.inputs, index, plan.n_shards, out, **plan.build_options)
+    path, report = build_shard(plan.inputs, index, plan.n_shards, out, **build_kwargs(plan.build_options))
     print(f"shard {index}/{plan.n_shards}: {report.n_kept} spectra kept of {report.n_spectra} read "
           f"from {report.n_files} files -> {path}")
     return Path(path)
+
+
+def build_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a plan's JSON ``build_options`` into :func:`~specclass.spectra.build.build_shard` arguments."""
+    kwargs = dict(options)
+    if kwargs.get("grid") is not None:
+        from specclass.spectra.grid import LogLamGrid
+
+        g = kwargs["grid"]
+        kwargs["grid"] = LogLamGrid.from_range(float(g["loglam_min"]), float(g["loglam_max"]), float(g["step"]))
+    if isinstance(kwargs.get("bad_mask_bits"), str):
+        from specclass.spectra.grid import mask_bits
+
+        text = kwargs["bad_mask_bits"].strip()
+        kwargs["bad_mask_bits"] = 0 if text.lower() in ("", "0", "none") else mask_bits(text)
+    return kwargs
 
 
 def merge(plan: ArrayPlan) -> Path:

@@ -20,6 +20,7 @@ command line, its exit status and its stderr.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -239,17 +240,29 @@ def specclass_command(argv: Sequence[str], python: str | None = None) -> list[st
     Raises:
         ValueError: ``argv`` is empty.
     """
-    from specclass.cli import COMMAND_MODULES
-
     words = list(argv)
     if not words:
         raise ValueError("no command given: put the command after '--'")
     python = python or sys.executable
-    if words[0] in {"specclass", "python -m specclass"}:
+    if words[0] == "specclass":
         return [python, "-m", "specclass", *words[1:]]
-    if words[0] in COMMAND_MODULES or words[0] == "build-dataset":
+    if words[0] in specclass_subcommands():
         return [python, "-m", "specclass", *words]
     return words
+
+
+@functools.lru_cache(maxsize=1)
+def specclass_subcommands() -> frozenset[str]:
+    """Names of the top-level ``specclass`` sub-commands (``train``, ``build-dataset`` …)."""
+    import argparse
+
+    from specclass.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return frozenset(action.choices)
+    return frozenset()
 
 
 _FORWARD_BLOCK = """\

@@ -257,10 +257,24 @@ def _cmd_build_array(args: argparse.Namespace) -> int:
         if not args.inputs or not args.out or not args.n_shards:
             raise CLIError("give INPUT … --out DATASET --n-shards N (or --plan PLAN to re-run shards)")
         build = {k: v for k, v in (("labels", args.labels), ("golden", args.golden or None),
+                                   ("strict", args.strict or None), ("bad_mask_bits", args.bad_mask_bits),
                                    ("text_labels", args.text_labels), ("label", args.label),
                                    ("min_good_fraction", args.min_good_fraction)) if v is not None}
+        if args.text_labels:
+            build["text_labels"] = str(Path(args.text_labels).resolve())
+        if args.grid_min is not None or args.grid_max is not None or args.grid_step is not None:
+            from specclass.spectra.grid import DEFAULT_GRID
+
+            build["grid"] = {
+                "loglam_min": DEFAULT_GRID.loglam_min if args.grid_min is None else args.grid_min,
+                "loglam_max": DEFAULT_GRID.loglam_max if args.grid_max is None else args.grid_max,
+                "step": DEFAULT_GRID.step if args.grid_step is None else args.grid_step,
+            }
+            if build["grid"]["loglam_max"] <= build["grid"]["loglam_min"]:
+                raise CLIError(f"--grid-max {build['grid']['loglam_max']} must be greater than "
+                               f"--grid-min {build['grid']['loglam_min']}")
         merge = {k: v for k, v in (("val_frac", args.val_frac), ("test_frac", args.test_frac),
-                                   ("seed", args.seed)) if v is not None}
+                                   ("seed", args.seed), ("radius_arcsec", args.radius_arcsec)) if v is not None}
         try:
             plan = arrays.make_plan(args.inputs, args.out, args.n_shards, shard_dir=args.shard_dir,
                                     build_options=build, merge_options=merge, python=args.python)
@@ -359,15 +373,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", help="an existing plan.json: re-submit (with --only-shards)")
     p.add_argument("--only-shards", metavar="missing|I,J",
                    help="run only these shards ('missing' = those without a file), then merge")
-    p.add_argument("--labels", help="label scheme (seed4, class3, star_subclass)")
+    p.add_argument("--labels", help="label scheme (seed4, class3, star_subclass); options below "
+                   "mean what they mean for `specclass build-dataset`")
     p.add_argument("--golden", action="store_true", help="keep only ZWARNING == 0")
+    p.add_argument("--strict", action="store_true", help="a shard fails at its first bad file")
+    p.add_argument("--grid-min", type=float, help="first pixel, log10 A (as build-dataset)")
+    p.add_argument("--grid-max", type=float, help="last pixel, log10 A")
+    p.add_argument("--grid-step", type=float, help="pixel step, dex")
+    p.add_argument("--bad-mask-bits", metavar="NAMES", help="and_mask bits that mask a pixel (as build-dataset)")
+    p.add_argument("--radius-arcsec", type=float, help="repeat-observation match radius for the splits")
     p.add_argument("--text-labels", help="CSV of labels for text spectra")
     p.add_argument("--label", help="label for spectra without a CLASS ('STAR' or 'STAR:K7')")
     p.add_argument("--min-good-fraction", type=float)
     p.add_argument("--val-frac", type=float)
     p.add_argument("--test-frac", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--dry-run", action="store_true", help="print both scripts, submit nothing")
+    p.add_argument("--dry-run", action="store_true", help="write the plan and print both scripts; submit nothing")
     _add_job_options(p)
     p.set_defaults(func=_cmd_build_array, job_command=None)
 
