@@ -229,3 +229,16 @@ def test_killed_mid_download_then_rerun(sas, net_config, tmp_path):
     assert all(rec["status"] in ("downloaded", "present") and len(rec["sha256"]) == 64 for rec in latest.values())
     for k in _keys(rows):
         verify_spec_file(out / f"spec-{k}.fits", tuple(int(x) for x in k.split("-")))
+
+
+def test_full_files_from_their_own_sas_paths(sas, net_config, tmp_path, sdss_dir):
+    import csv
+
+    full = [r for r in csv.DictReader(open(sdss_dir / "catalog.csv")) if r["format"] == "spec-full"]
+    rows = [{"plate": r["plate"], "mjd": r["mjd"], "fiberid": r["fiberid"],
+             "run2d": r["run2d"] if r["run2d"] in ("26", "103", "104") else "v5_13_2"} for r in full]
+    report = download_catalog(rows, tmp_path, net_config, lite=False, progress=False)
+    assert len(report.results) == len(full) >= 2 and not report.failed, report.summary()
+    for res, r in zip(report.results, full):
+        assert ("/spectra/full/" in res.url) != (r["run2d"] == "26")
+        assert (tmp_path / res.path).read_bytes() == (sdss_dir / r["filename"]).read_bytes()
