@@ -109,7 +109,7 @@ def test_mask_bits_names():
     assert not DEFAULT_BAD_MASK_BITS & (1 << SPPIXMASK_BITS["NODATA"])
     assert mask_bits(["nodata", "FULLREJECT"]) == (1 << 24) | (1 << 18)
     assert mask_bits("NOSKY,BRIGHTSKY") == (1 << 22) | (1 << 23)
-    assert mask_bits(None) == 0 and mask_bits(5) == 5
+    assert mask_bits(None) == 0 and mask_bits(5) == 5 and mask_bits("none") == 0 and mask_bits([]) == 0
     assert mask_names(DEFAULT_BAD_MASK_BITS) == ["FULLREJECT", "NOSKY", "BRIGHTSKY"]
     with pytest.raises(ValueError, match="unknown SPPIXMASK bit 'SKYY'.*NODATA"):
         mask_bits(["SKYY"])

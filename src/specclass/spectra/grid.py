@@ -127,7 +127,8 @@ def mask_bits(names: Iterable[str] | int | None) -> int:
     """Turn SPPIXMASK bit names (or an int) into an integer bit mask.
 
     Args:
-        names: iterable of names from :data:`SPPIXMASK` (case-insensitive), an
+        names: iterable of names from :data:`SPPIXMASK` (case-insensitive), a
+            comma/space-separated string of them (``'none'`` or ``''`` = 0), an
             ``int`` (returned as is), or ``None`` (0: no bit is bad).
 
     Returns:
@@ -143,6 +144,8 @@ def mask_bits(names: Iterable[str] | int | None) -> int:
             raise ValueError(f"bad_mask_bits must be >= 0, got {names}")
         return int(names)
     if isinstance(names, str):
+        if names.strip().lower() in ("", "none", "0"):
+            return 0
         names = [n for n in names.replace(",", " ").split() if n]
     out = 0
     for name in names:
