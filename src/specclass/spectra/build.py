@@ -37,9 +37,9 @@ pipeline CLASS. ``meta['source']`` is 'fits', 'text' or 'other-survey';
 ``meta['row']`` is the table row for files that hold several spectra (MaStar),
 -1 otherwise.
 
-Shards (one SLURM array task each): :func:`build_shard` takes every
-``n_shards``-th contiguous block of the sorted file list and writes one dataset
-file (labels but no splits); :func:`merge_datasets` concatenates the shards in
+Shards (one SLURM array task each): :func:`build_shard` cuts the sorted file
+list into ``n_shards`` contiguous blocks, builds block ``shard_index`` and
+writes it as one dataset file (labels but no splits); :func:`merge_datasets` concatenates the shards in
 order, re-derives the class list and assigns splits, giving exactly what
 :func:`build_dataset` gives in one process.
 """
