@@ -39,9 +39,10 @@ specutils' resamplers) and never inverts an ivar of 0:
 
 SDSS/BOSS coadds are sampled on this very grid (``COEFF0`` is a multiple of
 1e-4), so :func:`rebin` detects inputs that sit on the grid within 1 % of a pixel
-and copies them with an integer shift (exact, and about 10x faster than the
-general path); everything else (DR7 files re-sampled, text spectra linear in Å,
-other surveys) takes the general overlap path.
+and copies them with an integer shift (exact, and about 5x faster than the
+general path). In the shared test data every spec-lite/full, DR7 spSpec,
+LAMOST, MaStar and SDSS text dump does; only re-sampled files (e.g. an IRAF
+1-D image linear in Å) and non-default grids take the general overlap path.
 
 SPPIXMASK ``and_mask`` bits are named in :data:`SPPIXMASK` (idlutils
 ``data/sdss/sdssMaskbits.par``; https://www.sdss4.org/dr17/algorithms/bitmasks/#SPPIXMASK).
