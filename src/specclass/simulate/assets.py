@@ -3,8 +3,10 @@
 ``python -m specclass.simulate.assets --sdss-dir ../shared/data/sdss --out src/specclass/templates``
 writes:
 
-* ``coefficient_priors.json`` -- for GALAXY and QSO, the mean and covariance of the
-  eigen-coefficient ratios ``c[k]/c[0]`` obtained by projecting real SDSS spectra
+* ``coefficient_priors.json`` -- for GALAXY and QSO, the eigen-coefficient ratios
+  ``c[k]/c[0]`` of every real spectrum used (the kernels of the simulator's kernel-density
+  draw, with their pipeline SUBCLASS) and their mean and covariance, obtained by
+  projecting real SDSS spectra
   (rest frame, from their pipeline ``Z``) onto the shipped spEigen eigenspectra with
   ivar-weighted least squares, the same linear fit the SDSS pipeline does
   (Bolton et al. 2012, AJ 144, 144, sect. 3). Galaxy fits mask the emission-line
@@ -132,6 +134,7 @@ def build_assets(sdss_dir: Path, out_dir: Path, max_bank: int = 96) -> dict:
     grid = simulator_grid()
     ratios: dict[str, list[np.ndarray]] = {"GALAXY": [], "QSO": []}
     used: dict[str, list[str]] = {"GALAXY": [], "QSO": []}
+    subclasses: dict[str, list[str]] = {"GALAXY": [], "QSO": []}
     bank, bank_files, seen_pos = [], [], []
     for r in rows:
         if not r["format"].startswith("spec-lite"):
@@ -163,6 +166,7 @@ def build_assets(sdss_dir: Path, out_dir: Path, max_bank: int = 96) -> dict:
             continue
         ratios[r["class"]].append(coef[1:] / coef[0])
         used[r["class"]].append(r["filename"])
+        subclasses[r["class"]].append(r["subclass"].strip().upper())
     priors = {}
     for kind, rs in ratios.items():
         arr = np.asarray(rs)
@@ -176,6 +180,8 @@ def build_assets(sdss_dir: Path, out_dir: Path, max_bank: int = 96) -> dict:
             "sources": f"{int(keep.sum())} real SDSS {kind} spectra (one epoch per object, ZWARNING=0) "
             f"from ../shared/data/sdss (catalog.csv rows)",
             "files": [f for f, k in zip(used[kind], keep) if k],
+            "samples": arr[keep].tolist(),
+            "sample_subclass": [sc for sc, k in zip(subclasses[kind], keep) if k],
         }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / PRIORS_FILE).write_text(

@@ -7,11 +7,14 @@ STAR
     One of the 40 ``spEigenStar-53724`` templates (the stellar templates the SDSS
     pipeline fits, one per SUBCLASS such as 'A0', 'F5', 'K7', 'M2', 'WD'; Bolton et al.
     2012, AJ 144, 144), chosen with :data:`STAR_GROUP_WEIGHTS`, Doppler-shifted by a
-    radial velocity ``v ~ N(0, star_rv_sigma_kms)`` clipped to +-500 km/s (``z = v/c``).
+    radial velocity ``v ~ N(0, star_rv_sigma_kms)`` clipped to +-500 km/s (``z = v/c``);
+    half of them blended with a neighbouring subtype (:data:`STAR_SEQUENCE`).
 GALAXY
     ``spEigenGal-56436`` eigenspectra with their emission lines removed, combined with
-    coefficients drawn from a Gaussian fitted to how real SDSS galaxies project onto
-    them (:mod:`specclass.simulate.assets`), redrawn until the continuum is positive, at
+    coefficients drawn from a kernel-density estimate of how real SDSS galaxies project
+    onto them (:class:`~specclass.simulate.templates.CoefficientPrior`; line-less
+    galaxies around real quiescent/AGN hosts, star-forming ones around real star-forming
+    galaxies, AGN around all), redrawn until the continuum is positive, at
     ``z ~ U(galaxy_z)``. SUBCLASS '' (no lines), 'STARFORMING' or 'STARBURST' (Hα
     equivalent width above 50 Å, the SDSS rule) get narrow lines with star-forming BPT
     ratios; 'AGN' gets narrow lines with AGN ratios
@@ -20,11 +23,12 @@ GALAXY
     subclass).
 QSO
     ``spEigenQSO-55732`` eigenspectra (broad and narrow lines, Lyα forest mean
-    absorption are in the templates) with coefficients drawn from the fit to real SDSS
-    quasars, at ``z ~ U(qso_z)``; SUBCLASS 'BROADLINE'. Pixels whose rest wavelength
+    absorption are in the templates) with coefficients drawn from the kernel-density
+    estimate over real SDSS quasars, at ``z ~ U(qso_z)``; SUBCLASS 'BROADLINE'. Pixels whose rest wavelength
     lies outside the template get ``ivar = 0``.
 
-All classes then get Milky-Way foreground dust (Cardelli, Clayton & Mathis 1989, ApJ
+All classes then get a smooth spectrophotometric calibration error
+(:data:`FLUXCAL_SIGMA`), Milky-Way foreground dust (Cardelli, Clayton & Mathis 1989, ApJ
 345, 245, R_V = 3.1; ``E(B-V) ~ Exp(0.03)`` capped at 0.25, typical of SDSS high-latitude
 fields, Schlegel et al. 1998), a flux scale from an AB r magnitude (STAR 14.5-20,
 GALAXY 14.5-17.77 = the main-sample limit of Strauss et al. 2002, QSO 17-21), and
@@ -75,6 +79,20 @@ STAR_GROUP_WEIGHTS: dict[str, float] = {
     "L": 0.03, "T": 0.01,
 }
 
+#: spEigenStar templates in order of effective temperature; a star drawn from one of them
+#: is, with probability 1/2, blended with a neighbour (weight U(0, 0.5)) to give the
+#: intermediate subtypes the 40 templates skip. Its SUBCLASS stays the nearer template's.
+STAR_SEQUENCE: tuple[str, ...] = (
+    "O", "OB", "B6", "B9", "A0", "F2", "F5", "F9", "G0", "G2", "G5", "K1", "K3", "K5", "K7",
+    "M0V", "M1", "M2", "M2V", "M3", "M4", "M5", "M6", "M7", "M8",
+    "L0", "L1", "L2", "L3", "L4", "L5", "L5.5", "L9", "T2",
+)
+
+#: rms of the smooth multiplicative spectrophotometric error applied to every spectrum
+#: (first and second Legendre terms across the grid): SDSS spectrophotometry is good to
+#: ~4 % (Adelman-McCarthy et al. 2008, ApJS 175, 297, sect. 3.1).
+FLUXCAL_SIGMA = 0.03
+
 #: r-band approximation used for the flux scale: top-hat 5500-6900 Å with pivot
 #: wavelength 6166 Å (SDSS r, Doi et al. 2010, AJ 139, 1628).
 R_BAND_WINDOW = (5500.0, 6900.0)
@@ -84,6 +102,13 @@ R_BAND_PIVOT = 6166.0
 RMAG_RANGE = {"STAR": (14.5, 20.0), "GALAXY": (14.5, 17.77), "QSO": (17.0, 21.0)}
 
 C_KMS = L.C_KMS
+
+#: Kernel width of the coefficient draws, in units of Scott's bandwidth. Scott's rule is
+#: optimal for Gaussian data and oversmooths multimodal data (Scott 1992, sect. 6.3), here
+#: the red/blue galaxy bimodality, so half of it is used: the draws then reproduce the
+#: real spectra's 4000 Å-to-5500 Å colour quartiles (0.57/0.69/0.85 real vs ~0.65/0.76/0.93
+#: drawn before the positivity check) instead of shifting them blue.
+KDE_BANDWIDTH_SCALE = 0.5
 
 
 @dataclass
@@ -220,7 +245,21 @@ class Simulator:
         nz = star.flux > 0
         self.star_first = nz.argmax(axis=1)
         self.star_last = nz.shape[1] - 1 - nz[:, ::-1].argmax(axis=1)
+        star_wave = 10**star.loglam
+        self.star_rband = (star_wave >= R_BAND_WINDOW[0]) & (star_wave <= R_BAND_WINDOW[1])
+        x = np.linspace(-1.0, 1.0, self.loglam.size)
+        self.legendre = np.stack([x, 0.5 * (3 * x**2 - 1)])  # P1, P2 across the grid
         self.rband = (self.wave >= R_BAND_WINDOW[0]) & (self.wave <= R_BAND_WINDOW[1])
+        # continua of line-less galaxies come from real galaxies without a star-forming
+        # subclass, those of star-forming ones from real star-forming galaxies (blue), AGN
+        # hosts from all real galaxies
+        gp = self.priors["GALAXY"]
+        self.galaxy_kernels = {
+            "": gp.kernels(("", "AGN")),
+            "STARFORMING": gp.kernels(("STARFORMING", "STARBURST")),
+            "STARBURST": gp.kernels(("STARFORMING", "STARBURST")),
+            "AGN": gp.kernels(),
+        }
 
     # ----------------------------------------------------------- components
     def _star(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -229,12 +268,24 @@ class Simulator:
         v = float(np.clip(rng.normal(0.0, self.config.star_rv_sigma_kms), -500, 500))
         z = v / C_KMS
         shifted = t.loglam + np.log10(1 + z)
-        flux = np.interp(self.loglam, shifted, t.flux[k], left=0.0, right=0.0)
-        cov = (self.loglam >= shifted[self.star_first[k]]) & (self.loglam <= shifted[self.star_last[k]])
-        return flux, cov, {"class": "STAR", "subclass": t.names[k], "z": z, "template": f"{t.file}:{t.names[k]}"}
+        lo, hi = shifted[self.star_first[k]], shifted[self.star_last[k]]
+        row = t.flux[k]
+        template = f"{t.file}:{t.names[k]}"
+        if t.names[k] in STAR_SEQUENCE and rng.random() < 0.5:
+            pos = STAR_SEQUENCE.index(t.names[k])
+            options = [STAR_SEQUENCE[p] for p in (pos - 1, pos + 1) if 0 <= p < len(STAR_SEQUENCE)]
+            j = t.names.index(options[int(rng.integers(len(options)))])
+            w = float(rng.uniform(0.0, 0.5))
+            band = self.star_rband
+            row = (1 - w) * row / row[band].mean() + w * t.flux[j] / t.flux[j][band].mean()
+            lo, hi = max(lo, shifted[self.star_first[j]]), min(hi, shifted[self.star_last[j]])
+            template += f"+{w:.2f}*{t.names[j]}"
+        flux = np.interp(self.loglam, shifted, row, left=0.0, right=0.0)
+        cov = (self.loglam >= lo) & (self.loglam <= hi)
+        return flux, cov, {"class": "STAR", "subclass": t.names[k], "z": z, "template": template}
 
     def _eigen_continuum(
-        self, rng: np.random.Generator, kind: str, z: float
+        self, rng: np.random.Generator, kind: str, z: float, kernels: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positive eigen-combination at ``z`` on the grid: ``(flux, coverage, coefficients)``."""
         t = self.templates[kind]
@@ -245,12 +296,12 @@ class Simulator:
         i1 = int(np.searchsorted(t.loglam, rest[cov][-1])) + 1 if cov.any() else 0
         block = t.flux[:, i0:i1]
         for attempt in range(200):
-            c = prior.draw(rng, scale=1.0 if attempt < 100 else 0.5)
+            c = prior.draw(rng, scale=KDE_BANDWIDTH_SCALE / (1 if attempt < 100 else 2), kernels=kernels)
             s = c @ block
             if (s <= 0).mean() <= 0.01 and np.median(s) > 0:
                 break
-        else:  # the prior mean is a real, positive galaxy/quasar
-            c = np.concatenate([[1.0], prior.mean])
+        else:  # fall back on a real spectrum's own coefficients
+            c = prior.draw(rng, scale=0.0, kernels=kernels)
             s = c @ block
         s = np.clip(s, 0.0, None)
         flux = np.zeros(self.loglam.size)
@@ -261,7 +312,7 @@ class Simulator:
         cfg = self.config
         zmax = cfg.galaxy_z[1] if subclass == "" else min(cfg.galaxy_z[1], cfg.emission_z_max)
         z = float(rng.uniform(cfg.galaxy_z[0], zmax))
-        flux, cov, c = self._eigen_continuum(rng, "GALAXY", z)
+        flux, cov, c = self._eigen_continuum(rng, "GALAXY", z, self.galaxy_kernels[subclass])
         info: dict[str, Any] = {"class": "GALAXY", "subclass": subclass, "z": z, "template": self.templates["GALAXY"].file}
         if subclass:
             kind = "AGN" if subclass == "AGN" else "STARFORMING"
@@ -314,7 +365,8 @@ class Simulator:
         else:
             raise ValueError(f"class_ must be STAR, GALAXY or QSO, got {class_!r}")
         ebv = float(min(rng.exponential(0.03), 0.25))
-        truth = truth * 10 ** (-0.4 * ebv * self.mw_a)
+        fluxcal = rng.normal(0.0, FLUXCAL_SIGMA, size=2)
+        truth = truth * 10 ** (-0.4 * ebv * self.mw_a) * np.exp(fluxcal @ self.legendre)
         rmag = float(rng.uniform(*RMAG_RANGE[class_]))
         band = self.rband & cov
         mean = truth[band].mean() if band.any() else truth[cov].mean() if cov.any() else 0.0

@@ -13,9 +13,10 @@ data.sdss.org/datamodel/files/SPECTRO_REDUX/spEigen.html). They are the template
 pipeline itself fits to every spectrum (Bolton et al. 2012, AJ 144, 144), so they
 are already at SDSS resolution (R ~ 2000) and on SDSS's 1e-4 dex pixel step.
 
-``coefficient_priors.json`` holds the mean and covariance of eigen-coefficient ratios
-measured by projecting real SDSS galaxy and quasar spectra onto these eigenspectra
-(built by :mod:`specclass.simulate.assets`).
+``coefficient_priors.json`` holds the eigen-coefficient ratios measured by projecting
+real SDSS galaxy and quasar spectra onto these eigenspectra, with their mean and
+covariance (built by :mod:`specclass.simulate.assets`); :class:`CoefficientPrior` draws
+from a kernel-density estimate over them.
 """
 
 from __future__ import annotations
@@ -160,25 +161,57 @@ def strip_emission_lines(
 
 @dataclass(frozen=True)
 class CoefficientPrior:
-    """Gaussian prior on eigen-coefficient ratios ``c[1:]/c[0]`` fitted to real spectra.
+    """Distribution of eigen-coefficient ratios ``c[1:]/c[0]`` fitted to real spectra.
+
+    Draws are from a Gaussian kernel-density estimate (Scott 1992, *Multivariate Density
+    Estimation*, sect. 6.3): pick one real spectrum's ratio vector, add
+    ``N(0, h² cov)`` with Scott's bandwidth ``h = n^(-1/(d+4))``. Unlike one Gaussian
+    around the mean, this keeps the real bimodality (red quiescent vs blue star-forming
+    continua) and stays near combinations real spectra actually have.
 
     Attributes:
         kind: 'GALAXY' or 'QSO'.
-        mean: ``(n-1,)`` mean of ``c[k]/c[0]``.
-        cov: ``(n-1, n-1)`` covariance.
-        n_spectra: how many real spectra the fit used.
+        mean: ``(d,)`` mean of ``c[k]/c[0]``, ``d = n_eigen - 1``.
+        cov: ``(d, d)`` covariance.
+        samples: ``(n, d)`` the real spectra's ratio vectors (kernel centres).
+        sample_subclass: ``n`` pipeline SUBCLASS of each real spectrum.
+        n_spectra: ``n``.
         sources: description of the spectra used.
     """
 
     kind: str
     mean: np.ndarray
     cov: np.ndarray
+    samples: np.ndarray
+    sample_subclass: tuple[str, ...]
     n_spectra: int
     sources: str
 
-    def draw(self, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-        """One coefficient vector ``(n,)`` = ``[1, r_1, ..., r_{n-1}]`` with ``r ~ N(mean, scale² cov)``."""
-        r = rng.multivariate_normal(self.mean, self.cov * scale**2, method="cholesky")
+    @property
+    def bandwidth(self) -> float:
+        """Scott's factor ``n^(-1/(d+4))``."""
+        return float(self.samples.shape[0] ** (-1.0 / (self.samples.shape[1] + 4)))
+
+    def kernels(self, subclasses: tuple[str, ...] | None = None, min_count: int = 3) -> np.ndarray:
+        """Indices of the kernels whose SUBCLASS is in ``subclasses`` (all if None or fewer than ``min_count``)."""
+        if subclasses is None:
+            return np.arange(self.samples.shape[0])
+        idx = np.flatnonzero([s in subclasses for s in self.sample_subclass])
+        return idx if idx.size >= min_count else np.arange(self.samples.shape[0])
+
+    def draw(self, rng: np.random.Generator, scale: float = 1.0, kernels: np.ndarray | None = None) -> np.ndarray:
+        """One coefficient vector ``(n_eigen,)`` = ``[1, r_1, ..., r_d]``.
+
+        Args:
+            rng: random generator.
+            scale: multiplies the kernel width (``scale < 1`` stays closer to real spectra).
+            kernels: indices of the real spectra to draw around (default all).
+        """
+        idx = self.kernels() if kernels is None else kernels
+        centre = self.samples[idx[int(rng.integers(idx.size))]]
+        if scale == 0:
+            return np.concatenate([[1.0], centre])
+        r = rng.multivariate_normal(centre, self.cov * (self.bandwidth * scale) ** 2, method="cholesky")
         return np.concatenate([[1.0], r])
 
 
@@ -197,6 +230,8 @@ def load_priors() -> dict[str, CoefficientPrior]:
                 kind=kind,
                 mean=np.asarray(p["mean"], dtype=np.float64),
                 cov=np.asarray(p["cov"], dtype=np.float64),
+                samples=np.asarray(p["samples"], dtype=np.float64),
+                sample_subclass=tuple(str(x) for x in p["sample_subclass"]),
                 n_spectra=int(p["n_spectra"]),
                 sources=str(p["sources"]),
             )
