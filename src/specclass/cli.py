@@ -18,6 +18,9 @@ from typing import Sequence
 
 from specclass import __version__
 
+# Keep TensorFlow's C++ start-up chatter out of the output (set before anything imports it).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 #: Modules under ``specclass.commands`` whose ``register`` adds sub-commands, in
 #: the order they are listed by ``specclass --help`` (the order of the pipeline).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -57,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``specclass`` with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the output
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

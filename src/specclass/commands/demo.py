@@ -1,0 +1,48 @@
+"""``specclass demo``: the whole pipeline on the embedded sample (see :mod:`specclass.demo`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from specclass.cli import CLIError
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``demo`` to the ``specclass`` parser."""
+    from specclass.demo import DEMO_DEFAULTS
+
+    p = subparsers.add_parser(
+        "demo", help="build, train, evaluate, report and predict on the shipped sample (no network)",
+        description="Run the whole pipeline on the real SDSS sample shipped inside specclass: build the dataset, "
+                    "train the default network (and the tutorial's, for comparison), evaluate on the held-out "
+                    "test split, write report.html, classify the raw sample files.",
+    )
+    p.add_argument("--out", default="demo-run", help="output folder (default: %(default)s)")
+    p.add_argument("--epochs", type=_positive, default=DEMO_DEFAULTS["epochs"], help="max epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive, default=DEMO_DEFAULTS["batch_size"], help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=DEMO_DEFAULTS["seed"], help="(default: %(default)s)")
+    p.add_argument("--model", default="spectral_resnet", help="main network (default: %(default)s)")
+    p.add_argument("--no-tutorial", action="store_true", help="skip training the tutorial network for comparison")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from specclass.demo import run_demo
+    from specclass.models import list_models
+
+    if args.model not in list_models():
+        raise CLIError(f"--model {args.model!r} is not a registered model; choose from {', '.join(list_models())}")
+    run_demo(args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, model=args.model,
+             compare_tutorial=not args.no_tutorial, verbose=0 if args.quiet else 2)
+    return 0
