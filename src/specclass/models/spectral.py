@@ -30,6 +30,16 @@ def _conv_out(length: int, kernel: int, stride: int) -> int:
     return (length - kernel) // stride + 1
 
 
+def _tutorial_flat_length(input_length: int) -> int:
+    """Pixels left after the tutorial's two conv + pool stages (< 1: input too short)."""
+    length = input_length
+    for kernel, stride in ((80, 10), (3, 3), (40, 10), (3, 3)):
+        length = _conv_out(length, kernel, stride)
+        if length < 1:
+            return length
+    return length
+
+
 @register_model("spectral_tutorial")
 def spectral_tutorial(
     input_length: int,
@@ -60,7 +70,7 @@ def spectral_tutorial(
     :func:`spectral_resnet` for the specclass default.
 
     Args:
-        input_length: pixels per spectrum ``L``; at least 1,150 for these strides.
+        input_length: pixels per spectrum ``L``; at least 1,870 for these strides.
         n_classes: number of classes.
         channels: input channels (1 = flux only, as in the tutorial).
         learning_rate: Adam learning rate (Keras default 1e-3).
@@ -72,14 +82,12 @@ def spectral_tutorial(
         ValueError: if ``input_length`` is too short for the strides, or
             ``n_classes < 2``.
     """
-    length = input_length
-    for kernel, stride in ((80, 10), (3, 3), (40, 10), (3, 3)):
-        length = _conv_out(length, kernel, stride)
-        if length < 1:
-            raise ValueError(
-                f"spectral_tutorial: input_length={input_length} is too short for its "
-                "kernels and strides (needs at least 1,150 pixels)"
-            )
+    if _tutorial_flat_length(input_length) < 1:
+        need = next(n for n in range(input_length, 100_000) if _tutorial_flat_length(n) >= 1)
+        raise ValueError(
+            f"spectral_tutorial: input_length={input_length} is too short for its "
+            f"kernels and strides (needs at least {need} pixels)"
+        )
     _check_classes("spectral_tutorial", n_classes, channels)
     model = keras.Sequential(
         [
