@@ -4,7 +4,9 @@ For each label scheme (seed4, class3) and each data selection (all spectra; only
 ``ZWARNING == 0``), both networks (``spectral_tutorial`` and ``spectral_resnet``) are
 trained on the same training rows, first on real spectra only, then on real + simulated
 spectra (``specclass.simulate``), with the same epochs, batch size, seed, class weights
-and augmentation. Each trained model is evaluated on
+and augmentation (``specclass.training.train``; the best epoch is chosen by balanced
+accuracy on the validation rows: the real validation split, plus the simulated one for
+real + simulated). Each trained model is evaluated on
 
 * the real test split (grouped by object, stratified; built by
   ``specclass.spectra.build.build_dataset``), broken down by source (FITS vs text);

@@ -410,8 +410,15 @@ class Simulator:
 
         Rows are shuffled (seeded); ``meta['source'] = 'simulated'``, ``class``,
         ``subclass``, ``z``, ``zwarning = 0``, a train/val/test ``split`` stratified by
-        label, and extra ``sim_*`` columns with the drawn parameters. ``attrs`` record the
-        method, config, seed, package version and the sha256 of every asset used.
+        label, and extra columns with the drawn parameters: ``sim_snr`` (requested median
+        S/N), ``sim_rmag`` (AB r), ``sim_ebv`` (Milky-Way E(B-V)), ``sim_template``,
+        ``sim_ivar_source`` (real file whose ivar shape was used), and for emission-line
+        galaxies ``sim_log_nii_ha``, ``sim_log_oiii_hb``, ``sim_ew_halpha`` (rest Å),
+        ``sim_sigma_kms`` (NaN otherwise). ``attrs`` record the method, config, seed,
+        package version and the sha256 of every asset used.
+
+        Memory: the whole dataset is built in memory (about 30 kB per spectrum on the
+        default grid, twice that with ``return_truth``).
 
         Args:
             return_truth: also return the ``(N, L)`` float32 noise-free fluxes.
