@@ -23,8 +23,8 @@ copies are left out) and, unless ``--no-text-stars``, the 963 flux-only SDSS sta
 spectra of ``sdss/arrays/sdss_star_spectra_txt.npz`` (source 'text', ivar = 1 where
 the flux is finite, as the text reader does).
 
-Run (outside CI; 16 trainings, about 25-40 min on 2 busy CPU cores with the defaults:
-8 epochs, 400 simulated spectra per class; the smoke test took 130 s)::
+Run (outside CI; 16 trainings, about 30 min on 2 busy CPU cores with the defaults (estimated from the smoke test):
+8 epochs, 300 simulated spectra per class; the smoke test took 130 s)::
 
     .venv/bin/python benchmarks/accuracy.py
     .venv/bin/python benchmarks/accuracy.py --quick      # smoke test, ~2 min
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--n-sim-per-class", type=int, default=400, help="simulated spectra per class (0 = real only)")
+    p.add_argument("--n-sim-per-class", type=int, default=300, help="simulated spectra per class (0 = real only)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--no-text-stars", action="store_true", help="leave out the 963 flux-only text star spectra")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
