@@ -23,8 +23,9 @@ copies are left out) and, unless ``--no-text-stars``, the 963 flux-only SDSS sta
 spectra of ``sdss/arrays/sdss_star_spectra_txt.npz`` (source 'text', ivar = 1 where
 the flux is finite, as the text reader does).
 
-Run (outside CI; 16 trainings, about 30 min on 2 busy CPU cores with the defaults (estimated from the smoke test):
-8 epochs, 300 simulated spectra per class; the smoke test took 130 s)::
+Run outside CI. With the defaults (16 trainings of 8 epochs, 300 simulated spectra per
+class) it should take about 30 min on 2 busy CPU cores (estimated from the smoke test,
+which took 130 s)::
 
     .venv/bin/python benchmarks/accuracy.py
     .venv/bin/python benchmarks/accuracy.py --quick      # smoke test, ~2 min
