@@ -39,8 +39,8 @@ def star_csv(sdss_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(sdss_dir: Path) -> list[Path]:
-    """All of sdss/spectra, text_stars, sky and dr7."""
-    return [sdss_dir / "spectra", sdss_dir / "text_stars", sdss_dir / "sky", sdss_dir / "dr7"]
+    """All of sdss/spectra, text_stars, sky, dr7 and full (full copies of three spectra/ files)."""
+    return [sdss_dir / "spectra", sdss_dir / "text_stars", sdss_dir / "sky", sdss_dir / "dr7", sdss_dir / "full"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def _by_category(report: BuildReport) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- builder
 def test_build_everything_skips_with_reasons(built, sdss_dir):
     ds, report = built
-    n_files = sum(len(list((sdss_dir / d).iterdir())) for d in ("spectra", "text_stars", "sky", "dr7"))
+    n_files = sum(len(list((sdss_dir / d).iterdir())) for d in ("spectra", "text_stars", "sky", "dr7", "full"))
     assert report.n_files == n_files
     assert report.n_kept == len(ds) == report.n_spectra - len(report.skipped)
     cats = _by_category(report)
@@ -67,6 +67,12 @@ def test_build_everything_skips_with_reasons(built, sdss_dir):
     # text stars missing from the label table are reported, not guessed
     assert cats["no label"] and all(n.endswith(".txt") for n in cats["no label"])
     assert report.skip_counts == {k: len(v) for k, v in cats.items()}
+    # the full/ copies sort first and are kept; their lite twins in spectra/ are duplicates
+    assert len(cats["duplicate"]) == 3
+    dup_reasons = [s.reason for s in report.skipped if s.category == "duplicate"]
+    assert all("duplicate of " in r and "/full/" in r for r in dup_reasons)
+    keys = [f"{p}-{m}-{f}" for p, m, f in zip(ds.meta["plate"], ds.meta["mjd"], ds.meta["fiberid"]) if p >= 0]
+    assert len(keys) == len(set(keys))
     # arrays and types
     assert ds.flux.dtype == np.float32 and ds.ivar.dtype == np.float32
     assert ds.flux.shape == (len(ds), 3801)
@@ -84,6 +90,18 @@ def test_build_everything_skips_with_reasons(built, sdss_dir):
     assert np.unique(rm017, return_counts=True)[1].max() >= 78
     lines = "\n".join(report.summary_lines())
     assert "AGN" in lines and "sky" in lines and "all masked" in lines
+
+
+def test_keep_duplicates_and_same_file_twice(sdss_dir, tmp_path):
+    lite = sdss_dir / "spectra" / "spec-8222-57431-0561.fits"
+    files = [sdss_dir / "full", lite]
+    ds, report = build_dataset(files, dedupe=False, val_frac=0, test_frac=0)
+    assert len(ds) == 4 and not report.skipped
+    link = tmp_path / "again.fits"
+    link.symlink_to(lite)
+    assert list_files([lite, link, lite]) == [str(link)]  # one file under two names counts once
+    ds, report = build_dataset([lite, sdss_dir / "full" / "8222-57431-0561.fits"], val_frac=0, test_frac=0)
+    assert len(ds) == 1 and [s.category for s in report.skipped] == ["duplicate"]
 
 
 def test_text_stars_keep_their_subclass(sdss_dir, star_csv):
@@ -131,7 +149,7 @@ def bad_dir(tmp_path_factory, sdss_dir) -> Path:
 
 
 def test_bad_files_are_skipped_not_fatal(bad_dir):
-    ds, report = build_dataset([bad_dir])
+    ds, report = build_dataset([bad_dir], dedupe=False)  # the derived files repeat their originals' ids
     cats = _by_category(report)
     assert sorted(cats["unreadable"]) == ["spec-9999-55555-0001.fits", "spec-9999-55555-0002.fits"]
     reasons = {Path(s.file).name: s.reason for s in report.skipped}
@@ -248,7 +266,7 @@ def test_memory_overhead_is_flat_in_n(sdss_dir):
     for k in (1, 4):
         tracemalloc.start()
         try:
-            ds, _ = build_rows(files * k)
+            ds, _ = build_rows(files * k, dedupe=False)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

@@ -118,6 +118,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default FULLREJECT,NOSKY,BRIGHTSKY)",
     )
     p.add_argument("--min-good-fraction", type=_fraction, default=0.0, help="skip spectra with fewer good grid pixels (default 0)")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="keep every spectrum even if one with the same PLATE-MJD-FIBERID was kept (lite + full copies)")
     p.add_argument("--text-labels", default=None, metavar="CSV", help="labels for text spectra (plate,mjd,fiberid,class,subclass)")
     p.add_argument("--label", default=None, metavar="CLASS[:SUBCLASS]", help="label for spectra that carry no CLASS")
     p.add_argument("--seed", type=_int, default=42, help="split seed (default 42)")
@@ -211,6 +213,7 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
             text_labels=args.text_labels,
             label=args.label,
             min_good_fraction=args.min_good_fraction,
+            dedupe=not args.keep_duplicates,
             val_frac=args.val_frac,
             test_frac=args.test_frac,
             seed=args.seed,

@@ -23,6 +23,9 @@ category              when
 ``bad data``          arrays the grid code rejects (loglam not increasing ...)
 ``all masked``        no good pixel on the grid (ivar all 0, outside the grid,
                       or fewer than ``min_good_fraction`` of the grid's pixels)
+``duplicate``         ``dedupe=True`` and a spectrum with the same PLATE-MJD-FIBERID
+                      was already kept (e.g. the lite and the full file of one
+                      spectrum); the first in sorted path order is kept
 ====================  ==============================================================
 
 With ``strict=True`` the first ``unreadable``, ``unknown class``, ``bad data``
@@ -65,7 +68,7 @@ from specclass.spectra.labels import LabelScheme, check_labels, get_scheme, norm
 from specclass.spectra.splits import DEFAULT_RADIUS_ARCSEC, assign_splits
 
 #: Skip categories, in report order.
-CATEGORIES = ("unreadable", "zwarning", "sky", "no label", "unknown class", "bad data", "all masked")
+CATEGORIES = ("unreadable", "zwarning", "sky", "no label", "unknown class", "bad data", "all masked", "duplicate")
 #: Categories that make ``strict=True`` raise.
 STRICT_CATEGORIES = ("unreadable", "unknown class", "bad data", "all masked")
 #: Surveys whose spectra are tagged ``source='other-survey'``.
@@ -241,7 +244,25 @@ def list_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[s
     """
     from specclass.io import find_spectrum_files
 
-    return sorted({os.fspath(p) for p in find_spectrum_files(paths)})
+    out: list[str] = []
+    seen: set[str] = set()
+    for p in sorted({os.fspath(p) for p in find_spectrum_files(paths)}):
+        real = os.path.realpath(p)  # the same file reached by two names counts once
+        if real not in seen:
+            seen.add(real)
+            out.append(p)
+    return out
+
+
+def _dup_key(plate: int, mjd: int, fiberid: int) -> str | None:
+    """'PLATE-MJD-FIBERID' when all three are known, else None (never a duplicate)."""
+    if plate >= 0 and mjd >= 0 and fiberid >= 0:
+        return f"{plate:04d}-{mjd:05d}-{fiberid:04d}"
+    return None
+
+
+def _dup_reason(kept_file: str, key: str) -> str:
+    return f"duplicate of {kept_file} (same PLATE-MJD-FIBERID {key})"
 
 
 def shard_slice(n_items: int, shard_index: int, n_shards: int) -> slice:
@@ -316,6 +337,7 @@ def build_rows(
     text_labels: str | os.PathLike | Mapping[str, tuple[str, str]] | None = None,
     label: str | tuple[str, str] | None = None,
     min_good_fraction: float = 0.0,
+    dedupe: bool = True,
     progress: bool | Callable[[int], None] = False,
 ) -> tuple[SpectralDataset, BuildReport]:
     """Read, filter, label and grid ``files`` (in the given order); no splits.
@@ -342,6 +364,8 @@ def build_rows(
     else:
         settings["text_labels"] = None if text_labels is None else os.fspath(text_labels)
     settings["label"] = None if user_label is None else ":".join(x for x in user_label if x)
+    settings["dedupe"] = bool(dedupe)
+    kept_keys: dict[str, str] = {}
     report = BuildReport(n_files=len(files), settings=settings)
     buf = _RowBuffer(len(files), grid.npix)
     zw_removed: Counter[str] = Counter()
@@ -418,6 +442,12 @@ def build_rows(
                     reason = f"only {n_good} good pixels on the grid (< min_good_fraction {min_good_fraction})"
                 skip(path, "all masked", reason)
                 continue
+            key = _dup_key(m.plate, m.mjd, m.fiberid) if dedupe else None
+            if key is not None:
+                if key in kept_keys:
+                    skip(path, "duplicate", _dup_reason(kept_keys[key], key))
+                    continue
+                kept_keys[key] = path
             buf.commit(
                 lab,
                 {
@@ -505,6 +535,7 @@ def build_dataset(
     text_labels: str | os.PathLike | Mapping[str, tuple[str, str]] | None = None,
     label: str | tuple[str, str] | None = None,
     min_good_fraction: float = 0.0,
+    dedupe: bool = True,
     val_frac: float = 0.15,
     test_frac: float = 0.15,
     seed: int = 42,
@@ -525,6 +556,8 @@ def build_dataset(
         label: CLASS (or 'CLASS:SUBCLASS') for spectra that carry no CLASS.
         min_good_fraction: skip spectra with fewer good grid pixels than this
             fraction of the grid (0 = at least one).
+        dedupe: keep only the first (in sorted path order) of spectra sharing a
+            PLATE-MJD-FIBERID (lite + full copies, re-reductions).
         val_frac, test_frac, seed, radius_arcsec: split settings
             (:mod:`specclass.spectra.splits`).
         progress: show a tqdm bar (True) or call ``progress(n_files_done)``.
@@ -554,6 +587,7 @@ def build_dataset(
         text_labels=text_labels,
         label=label,
         min_good_fraction=min_good_fraction,
+        dedupe=dedupe,
         progress=progress,
     )
     return finalize(ds, report, val_frac=val_frac, test_frac=test_frac, seed=seed, radius_arcsec=radius_arcsec)
@@ -645,23 +679,40 @@ def merge_datasets(
     ivar = np.empty_like(flux)
     names: list[str] = []
     meta_parts: dict[str, list[np.ndarray]] = {}
+    dedupe = bool(settings0.get("dedupe", False))
+    kept_keys: dict[str, str] = {}
+    duplicates: list[Skipped] = []
     row = 0
     for _, _, p, n_rows, _ in shards:
         ds = SpectralDataset.load(p)
         if len(ds) != n_rows or ds.flux.shape[1] != grid.npix:
             raise ValueError(f"{p}: changed while merging (expected {n_rows} x {grid.npix})")
-        flux[row : row + n_rows] = ds.flux
-        ivar[row : row + n_rows] = ds.ivar
-        names.extend(ds.class_names[i] for i in ds.labels.tolist())
+        keep = np.ones(n_rows, dtype=bool)
+        if dedupe:  # each shard is free of duplicates; look across shards
+            for r, (pl, mj, fi, fname) in enumerate(
+                zip(ds.meta["plate"].tolist(), ds.meta["mjd"].tolist(), ds.meta["fiberid"].tolist(), ds.meta["file"].tolist())
+            ):
+                key = _dup_key(pl, mj, fi)
+                if key is None:
+                    continue
+                if key in kept_keys:
+                    keep[r] = False
+                    duplicates.append(Skipped(str(fname), "duplicate", _dup_reason(kept_keys[key], key)))
+                else:
+                    kept_keys[key] = str(fname)
+        n_keep = int(keep.sum())
+        flux[row : row + n_keep] = ds.flux[keep] if n_keep < n_rows else ds.flux
+        ivar[row : row + n_keep] = ds.ivar[keep] if n_keep < n_rows else ds.ivar
+        names.extend(ds.class_names[i] for i in ds.labels[keep].tolist())
         for k, v in ds.meta.items():
-            meta_parts.setdefault(k, []).append(v)
-        row += n_rows
+            meta_parts.setdefault(k, []).append(v[keep])
+        row += n_keep
         del ds
     class_names = scheme.class_names_for(names)
     index = {c: i for i, c in enumerate(class_names)}
     merged = SpectralDataset(
-        flux=flux,
-        ivar=ivar,
+        flux=flux[:row],
+        ivar=ivar[:row],
         labels=np.array([index[x] for x in names], dtype=np.int32),
         class_names=class_names,
         loglam=grid.loglam,
@@ -680,6 +731,7 @@ def merge_datasets(
             report.skipped.extend(BuildReport.read_skipped_csv(side))
         else:  # only the head survives in the attrs
             report.skipped.extend(Skipped(**s) for s in r.get("skipped_head", []))
+    report.skipped.extend(duplicates)
     order = {n: i for i, n in enumerate(zw.ZWARNING_BITS.values())}
     report.zwarning_removals = dict(sorted(removals.items(), key=lambda kv: (order.get(kv[0], 100), kv[0])))
     return finalize(merged, report, val_frac=val_frac, test_frac=test_frac, seed=seed, radius_arcsec=radius_arcsec)
