@@ -223,6 +223,20 @@ def test_draw_line_ratios_respect_demarcations():
         L.draw_line_ratios(rng, "LINER")
 
 
+def test_lya_forest_keeps_the_template_mean_and_adds_structure():
+    grid = LogLamGrid()
+    rng = np.random.default_rng(4)
+    z = 3.0
+    f = np.array([L.lya_forest_fluctuations(rng, grid.loglam, z) for _ in range(30)])
+    rest = grid.wavelength / (1 + z)
+    forest = (rest > L.LYMAN_LIMIT) & (rest < L.LYA_VACUUM)
+    assert f[:, forest].mean() == pytest.approx(1.0, abs=0.03)
+    assert 0.2 < f[:, forest].std() < 0.5 and (f >= 0).all()
+    assert (f[:, ~forest] == 1).all()
+    assert (L.lya_forest_fluctuations(rng, grid.loglam, 1.0) == 1).all()  # forest below 3800 Å
+    assert L.tau_eff_lya(3.0) == pytest.approx(0.0018 * 4**3.92)
+
+
 def test_render_lines_conserves_flux():
     grid = LogLamGrid()
     out = L.render_lines(grid.loglam, np.array([5008.24, 6564.61]), np.array([100.0, 50.0]), 150.0)

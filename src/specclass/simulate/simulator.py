@@ -24,7 +24,9 @@ GALAXY
 QSO
     ``spEigenQSO-55732`` eigenspectra (broad and narrow lines, Lyα forest mean
     absorption are in the templates) with coefficients drawn from the kernel-density
-    estimate over real SDSS quasars, at ``z ~ U(qso_z)``; SUBCLASS 'BROADLINE'. Pixels whose rest wavelength
+    estimate over real SDSS quasars, at ``z ~ U(qso_z)``, times unit-mean lognormal Lyα
+    forest fluctuations (:func:`~specclass.simulate.lines.lya_forest_fluctuations`);
+    SUBCLASS 'BROADLINE'. Pixels whose rest wavelength
     lies outside the template get ``ivar = 0``.
 
 All classes then get a smooth spectrophotometric calibration error
@@ -38,8 +40,8 @@ The pixel grid is :class:`specclass.spectra.grid.LogLamGrid` (SDSS 1e-4 dex pixe
 the eigenspectra are already at SDSS resolution, and added lines are convolved with
 the SDSS line-spread function (:data:`~specclass.simulate.lines.SIGMA_INSTRUMENT_KMS`).
 
-Known simplifications: S/N is drawn independently of magnitude; no stochastic Lyα
-forest, DLAs or BAL troughs; galaxy continua come from 4 eigenspectra, so rare
+Known simplifications: S/N is drawn independently of magnitude; no damped Lyα systems,
+metal absorbers or BAL troughs; galaxy continua come from 4 eigenspectra, so rare
 populations (E+A, very red dusty galaxies) are only as frequent as the Gaussian prior
 makes them.
 """
@@ -340,6 +342,7 @@ class Simulator:
     def _qso(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         z = float(rng.uniform(*self.config.qso_z))
         flux, cov, c = self._eigen_continuum(rng, "QSO", z)
+        flux = flux * L.lya_forest_fluctuations(rng, self.loglam, z)
         return flux, cov, {"class": "QSO", "subclass": "BROADLINE", "z": z, "template": self.templates["QSO"].file}
 
     # ----------------------------------------------------------- one spectrum
