@@ -87,8 +87,9 @@ class TableLayout:
     heap: bool
 
 
-_LAYOUT_CACHE: dict[bytes, TableLayout] = {}
+_LAYOUT_CACHE: dict[tuple[int, int, bytes], list[tuple[bytes, TableLayout]]] = {}
 _CACHE_MAX = 256
+_BUCKET_MAX = 64
 
 
 # ---------------------------------------------------------------- header cards
@@ -141,6 +142,46 @@ def _fixed_int(header: bytes, index: int, key: bytes) -> int:
         raise Unsupported(f"{key.decode()} is not an integer") from None
 
 
+_SIZE_KEY = 10 * CARD  # the mandatory cards that fix a data size fit in 10 cards when NAXIS <= 5
+_SIZE_CACHE: dict[bytes, int] = {}
+
+
+def _data_size(prefix: bytes, *, primary: bool) -> int:
+    """Data size in bytes (unpadded) of the HDU whose header starts with ``prefix``.
+
+    ``prefix`` holds the first cards (up to :data:`_SIZE_KEY` bytes, or the whole
+    header if shorter): ``SIMPLE``/``XTENSION``, ``BITPIX``, ``NAXIS``, ``NAXISn``
+    and for extensions ``PCOUNT``, ``GCOUNT`` (FITS 4.0 sec. 4.4.1).
+    Size = ``|BITPIX|/8 * GCOUNT * (PCOUNT + NAXIS1*...*NAXISn)`` (sec. 7.3 eq. 2).
+    Cached by the prefix bytes (they fix the size).
+    """
+    size = _SIZE_CACHE.get(prefix)
+    if size is not None:
+        return size
+    if primary:
+        if prefix[:30].replace(b" ", b"") != b"SIMPLE=T":
+            raise Unsupported("primary header does not start with SIMPLE = T")
+    elif prefix[:10] != b"XTENSION= ":
+        raise Unsupported("extension header does not start with XTENSION")
+    bitpix = _fixed_int(prefix, 1, b"BITPIX")
+    naxis = _fixed_int(prefix, 2, b"NAXIS")
+    if not 0 <= naxis <= 5:
+        raise Unsupported(f"NAXIS = {naxis}")
+    dims = [_fixed_int(prefix, 2 + i, f"NAXIS{i}".encode()) for i in range(1, naxis + 1)]
+    if primary:
+        if dims and dims[0] == 0:
+            raise Unsupported("random-groups primary HDU")
+        pcount, gcount = 0, 1
+    else:
+        pcount = _fixed_int(prefix, 3 + naxis, b"PCOUNT")
+        gcount = _fixed_int(prefix, 4 + naxis, b"GCOUNT")
+    size = abs(bitpix) // 8 * gcount * (pcount + (math.prod(dims) if dims else 0))
+    if len(_SIZE_CACHE) >= _CACHE_MAX:
+        _SIZE_CACHE.clear()
+    _SIZE_CACHE[prefix] = size
+    return size
+
+
 # ---------------------------------------------------------------- byte source
 
 
@@ -156,8 +197,10 @@ class _Source:
     def ensure(self, end: int, what: str) -> None:
         if len(self.buf) >= end:
             return
-        if self.fh is not None and len(self.buf) < self.size:
+        while self.fh is not None and len(self.buf) < min(end, self.size):
             more = self.fh.read(max(end - len(self.buf), _READ_CHUNK))
+            if not more:
+                break
             self.buf += more
         if len(self.buf) < end:
             raise SpectrumReadError(
@@ -166,6 +209,11 @@ class _Source:
 
     def header(self, start: int, what: str) -> tuple[bytes, int]:
         """(header bytes up to and including END, offset of the data after the padded header)."""
+        end, data_start = self.header_span(start, what)
+        return self.buf[start:end], data_start
+
+    def header_span(self, start: int, what: str) -> tuple[int, int]:
+        """(offset just after the END card, offset of the data after the padded header)."""
         self.ensure(start + BLOCK, what)
         search = start
         while True:
@@ -185,7 +233,7 @@ class _Source:
             raise SpectrumReadError(
                 self.path, f"FITS file is truncated: {what} needs {data_start} bytes, the file has {self.size}"
             )
-        return self.buf[start:end], data_start
+        return end, data_start
 
 
 def _padded(n: int) -> int:
@@ -198,8 +246,12 @@ def _padded(n: int) -> int:
 def _table_layout(header: bytes) -> TableLayout:
     """Parse a BINTABLE header (mandatory cards already checked) into a :class:`TableLayout`."""
     cards = parse_cards(header)
-    if cards.get("XTENSION") != "BINTABLE":
+    if cards.get("XTENSION") != "BINTABLE" or header[:10] != b"XTENSION= ":
         raise Unsupported(f"XTENSION is {cards.get('XTENSION')!r}, not BINTABLE")
+    for index, key in enumerate((b"BITPIX", b"NAXIS", b"NAXIS1", b"NAXIS2", b"PCOUNT", b"GCOUNT", b"TFIELDS"), 1):
+        _fixed_int(header, index, key)  # mandatory order, FITS 4.0 sec. 7.3.1
+    if cards["BITPIX"] != 8 or cards["NAXIS"] != 2:
+        raise Unsupported("not a 2-D 8-bit table")
     nfields = int(cards.get("TFIELDS", 0))
     columns: dict[str, Column] = {}
     offset = 0
@@ -238,29 +290,43 @@ def _table_layout(header: bytes) -> TableLayout:
     )
 
 
-def _cached_layout(key: bytes, header: bytes) -> TableLayout:
-    layout = _LAYOUT_CACHE.get(key)
-    if layout is None:
-        layout = _table_layout(header)
+def _layout_at(src: _Source, start: int, end: int, hdu: int, *, any_naxis2: bool) -> TableLayout:
+    """Layout of the BINTABLE header ``src.buf[start:end]``, from the cache when the bytes match.
+
+    The cache key is cheap (HDU number, header length, last five cards); each key
+    holds the headers seen with it, and a hit is confirmed by comparing the whole
+    header in place (``bytes.startswith`` at an offset, no copy). With ``any_naxis2`` the ``NAXIS2`` card (card 5) is left out
+    of the comparison, so COADD tables of any length share one entry.
+    """
+    buf = src.buf
+    key = (hdu, end - start, buf[max(start, end - 5 * CARD) : end])
+    bucket = _LAYOUT_CACHE.get(key)
+    if bucket is None:
         if len(_LAYOUT_CACHE) >= _CACHE_MAX:
             _LAYOUT_CACHE.clear()
-        _LAYOUT_CACHE[key] = layout
+        bucket = _LAYOUT_CACHE[key] = []
+    for header, layout in bucket:  # headers that differ only inside (e.g. a TFORM width)
+        if any_naxis2:
+            if buf.startswith(header[: 4 * CARD], start) and buf.startswith(header[5 * CARD :], start + 5 * CARD):
+                return layout
+        elif buf.startswith(header, start):
+            return layout
+    header = buf[start:end]
+    layout = _table_layout(header)
+    if len(bucket) >= _BUCKET_MAX:
+        bucket.pop(0)
+    bucket.append((header, layout))
     return layout
 
 
-def _extension(src: _Source, start: int, hdu: int) -> tuple[bytes, int, int, int]:
-    """(header, data_start, naxis1, naxis2) of the BINTABLE extension at ``start``; checks mandatory cards."""
-    what = f"HDU {hdu} header"
+def _extension(src: _Source, start: int, hdu: int, *, any_naxis2: bool) -> tuple[TableLayout, int, int]:
+    """(layout, data_start, naxis2) of the BINTABLE extension whose header starts at ``start``."""
     if start >= src.size:
         raise Unsupported(f"the file ends before HDU {hdu}")
-    header, data_start = src.header(start, what)
-    if header[:10] != b"XTENSION= ":
-        raise Unsupported(f"HDU {hdu} does not start with XTENSION")
-    if _fixed_int(header, 1, b"BITPIX") != 8 or _fixed_int(header, 2, b"NAXIS") != 2:
-        raise Unsupported(f"HDU {hdu} is not a 2-D 8-bit table")
-    naxis1 = _fixed_int(header, 3, b"NAXIS1")
-    naxis2 = _fixed_int(header, 4, b"NAXIS2")
-    return header, data_start, naxis1, naxis2
+    end, data_start = src.header_span(start, f"HDU {hdu} header")
+    layout = _layout_at(src, start, end, hdu, any_naxis2=any_naxis2)
+    naxis2 = _fixed_int(src.buf[start : start + 5 * CARD], 4, b"NAXIS2")
+    return layout, data_start, naxis2
 
 
 _STRUCT_CACHE: dict[tuple[int, tuple[str, ...]], tuple[TableLayout, np.dtype]] = {}
@@ -306,20 +372,12 @@ def _make_struct(layout: TableLayout, names: tuple[str, ...], hdu: int) -> np.dt
 def _read(src: _Source, nonfinite: str) -> Spectrum:
     path = src.path
     # HDU 0: SIMPLE, BITPIX, NAXIS, NAXISn (FITS 4.0 sec. 4.4.1.1)
-    h0, pos = src.header(0, "primary header")
-    if h0[:30].replace(b" ", b"") != b"SIMPLE=T":
-        raise Unsupported("primary header does not start with SIMPLE = T")
-    bitpix = _fixed_int(h0, 1, b"BITPIX")
-    naxis = _fixed_int(h0, 2, b"NAXIS")
-    if naxis:
-        dims = [_fixed_int(h0, 2 + i, f"NAXIS{i}".encode()) for i in range(1, naxis + 1)]
-        if dims[0] == 0:
-            raise Unsupported("random-groups primary HDU")
-        pos += _padded(abs(bitpix) // 8 * math.prod(dims))
+    end0, pos = src.header_span(0, "primary header")
+    pos += _padded(_data_size(src.buf[: min(end0, _SIZE_KEY)], primary=True))
 
     # HDU 1: COADD
-    h1, d1, naxis1, nrows = _extension(src, pos, 1)
-    layout1 = _cached_layout(h1[: 4 * CARD] + h1[5 * CARD :], h1)
+    layout1, d1, nrows = _extension(src, pos, 1, any_naxis2=True)
+    naxis1 = layout1.naxis1
     if layout1.extname not in ("COADD", ""):
         raise Unsupported(f"HDU 1 is {layout1.extname!r}, not COADD")
     if layout1.pcount or layout1.heap or layout1.gcount != 1:
@@ -340,8 +398,8 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
     pos = d1 + _padded(naxis1 * nrows)
 
     # HDU 2: SPECOBJ / SPALL (one row)
-    h2, d2, naxis1_2, nrows2 = _extension(src, pos, 2)
-    layout2 = _cached_layout(h2, h2)
+    layout2, d2, nrows2 = _extension(src, pos, 2, any_naxis2=False)
+    naxis1_2 = layout2.naxis1
     if layout2.extname not in ("SPECOBJ", "SPALL", ""):
         raise Unsupported(f"HDU 2 is {layout2.extname!r}, not SPECOBJ/SPALL")
     if nrows2 < 1 or "CLASS" not in layout2.columns or layout2.gcount != 1:
@@ -350,27 +408,21 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
     dtype2 = _struct(layout2, names2, 2)
     src.ensure(d2 + naxis1_2, "HDU 2 (SPECOBJ) data")
     src.ensure(d2 + naxis1_2 * nrows2 + layout2.pcount, "HDU 2 (SPECOBJ) data")
-    rec = np.frombuffer(src.buf, dtype=dtype2, count=1, offset=d2)[0]
-    row = {name: rec[name] for name in names2}
+    row = dict(zip(names2, np.frombuffer(src.buf, dtype=dtype2, count=1, offset=d2)[0].item()))
     end2 = d2 + _padded(naxis1_2 * nrows2 + layout2.pcount)
 
     # lite (HDU 0-3) or full (HDU 4+ per exposure)?
     n_hdus = 3
     if src.size > end2:
-        h3, d3 = src.header(end2, "HDU 3 header")
-        n3 = _fixed_int(h3, 1, b"BITPIX")
-        naxis3 = _fixed_int(h3, 2, b"NAXIS")
-        dims3 = [_fixed_int(h3, 2 + i, f"NAXIS{i}".encode()) for i in range(1, naxis3 + 1)]
-        pcount3 = _fixed_int(h3, 3 + naxis3, b"PCOUNT")
-        gcount3 = _fixed_int(h3, 4 + naxis3, b"GCOUNT")
-        size3 = abs(n3) // 8 * gcount3 * (pcount3 + (math.prod(dims3) if dims3 else 0))
+        end3, d3 = src.header_span(end2, "HDU 3 header")
+        size3 = _data_size(src.buf[end2 : min(end3, end2 + _SIZE_KEY)], primary=False)
         n_hdus = 4 if src.size <= d3 + _padded(size3) else 5
     kind = "spec-full" if n_hdus > 4 else "spec-lite"
     if not layout1.extname:
         kind += "-noextname"
 
     fallback_cards = ("PLATE", "MJD", "FIBERID", "RUN2D", "PLUG_RA", "PLUG_DEC")
-    header0 = parse_cards(h0) if any(c not in row for c in fallback_cards) else {}
+    header0 = parse_cards(src.buf[:end0]) if any(c not in row for c in fallback_cards) else {}
     meta = meta_from_specobj(
         row,
         header0,

@@ -41,6 +41,8 @@ def _validate(fmt: str, engine: str) -> None:
 
 
 def _apply_label(spec: Spectrum, label: Label) -> Spectrum:
+    if label is None:
+        return spec
     found = resolve_label(label, spec.meta.object_key)
     if found is None:
         return spec
@@ -64,7 +66,7 @@ def _read_all(
     _validate(fmt, engine)
     name = os.fspath(path)
     try:
-        fh = open(name, "rb")
+        fh = open(name, "rb", buffering=0)  # noqa: SIM115 - raw reads: the reader asks for big chunks
     except IsADirectoryError:
         raise SpectrumReadError(name, "is a directory, not a spectrum file") from None
     except OSError as exc:

@@ -39,6 +39,8 @@ def decode_text(value: Any) -> str:
     """Decode bytes (ASCII, undecodable bytes replaced) or str to a stripped ``str``; ``None`` -> ''."""
     if value is None:
         return ""
+    if isinstance(value, bytes):  # also np.bytes_
+        return value.decode("ascii", errors="replace").replace("\x00", "").strip()
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else b"".join(np.atleast_1d(value).tolist())
     if isinstance(value, (bytes, bytearray, np.bytes_)):
@@ -49,6 +51,8 @@ def decode_text(value: Any) -> str:
 def _as_int(value: Any, default: int = -1) -> int:
     if value is None:
         return default
+    if isinstance(value, (int, np.integer)):
+        return int(value)
     try:
         if isinstance(value, (bytes, str, np.bytes_, np.str_)):
             text = decode_text(value)
@@ -61,6 +65,8 @@ def _as_int(value: Any, default: int = -1) -> int:
 def _as_float(value: Any) -> float:
     if value is None:
         return math.nan
+    if isinstance(value, (float, int, np.floating, np.integer)):
+        return float(value)
     try:
         if isinstance(value, (bytes, str, np.bytes_, np.str_)):
             text = decode_text(value)
