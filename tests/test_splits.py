@@ -105,3 +105,15 @@ def test_split_validation_and_tiny_inputs():
     assert split_indices(np.zeros(4, int), np.zeros(4, int)).tolist() == [0, 0, 0, 0]
     # no test/val requested
     assert not split_indices(np.zeros(10, int), np.arange(10), val_frac=0, test_frac=0).any()
+
+
+def test_tiny_classes_smaller_than_fold_count_still_split_grouped():
+    # Regression: a 3-per-class fetch made StratifiedGroupKFold raise
+    # "n_splits=7 cannot be greater than the number of members in each class".
+    labels = np.repeat(np.arange(4), 3)
+    groups = np.arange(12)
+    groups[1] = groups[0]  # one object observed twice
+    codes = split_indices(labels, groups, val_frac=0.15, test_frac=0.15, seed=0)
+    assert set(codes.tolist()) == {0, 1, 2}
+    assert codes[0] == codes[1]
+    assert (codes == 0).sum() >= 6

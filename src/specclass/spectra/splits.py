@@ -117,6 +117,18 @@ def _one_fold(labels: np.ndarray, groups: np.ndarray, frac: float, seed: int) ->
         return np.zeros(labels.shape[0], dtype=bool)
     n_splits = max(2, int(round(1.0 / frac)))
     n_splits = min(n_splits, n_groups)
+    if n_splits > np.bincount(np.unique(labels, return_inverse=True)[1].ravel()).max():
+        # every class is smaller than the number of folds: sklearn refuses to
+        # stratify ("n_splits=k cannot be greater than the number of members in
+        # each class"); take a grouped, unstratified share instead
+        from sklearn.model_selection import GroupShuffleSplit
+
+        n_take = min(n_groups - 1, max(1, int(round(frac * n_groups))))
+        gss = GroupShuffleSplit(n_splits=1, test_size=n_take, random_state=seed)
+        _, idx = next(gss.split(np.zeros(labels.shape[0]), labels, groups))
+        mask = np.zeros(labels.shape[0], dtype=bool)
+        mask[idx] = True
+        return mask
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "least populated class has only k members" on small sets
         warnings.simplefilter("ignore", UserWarning)
