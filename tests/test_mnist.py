@@ -288,3 +288,15 @@ def test_cli_user_errors(tmp_path, mnist_npz):
         r = _cli("mnist", "train", "--device", "gpu", "--data", mnist_npz, "--out", tmp_path / "x",
                  env_extra={"CUDA_VISIBLE_DEVICES": "-1"})
         assert r.returncode == 2 and "sees no GPU" in r.stderr
+
+
+def test_cosine_schedule_and_adamw_recorded(mnist_small, tmp_path):
+    from specclass.commands.mnist import train
+
+    config = train("mnist_dense", tmp_path, data=mnist_small, epochs=2, limit=600, optimizer="adamw",
+                   weight_decay=0.01, lr_schedule="cosine", extra_formats=False, verbose=0)
+    # lr_e = lr_0 * (1 + cos(pi * e / epochs)) / 2 for e = 0, 1
+    assert config["history"]["learning_rate"] == pytest.approx([1e-3, 5e-4])
+    assert config["optimizer"] == "AdamW" and config["lr_schedule"] == "cosine"
+    assert config["model_options"] == {"optimizer": "adamw", "weight_decay": 0.01}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "history.csv", "history.json", "model.keras"]

@@ -35,6 +35,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -52,6 +53,10 @@ MODELS = ("mnist_dense", "mnist_cnn")
 DEFAULT_EPOCHS = {"mnist_dense": 30, "mnist_cnn": 10}
 DEFAULT_BATCH_SIZE = 120
 DEFAULT_VALIDATION_FRACTION = 0.1
+#: Learning-rate schedules: 'constant' (the tutorial's) or 'cosine' (per epoch,
+#: lr_e = lr_0 * (1 + cos(pi * e / epochs)) / 2; Loshchilov & Hutter 2017, SGDR, without restarts).
+LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_LR_SCHEDULE = "constant"
 #: The saved forms of a model in a run folder, by ``--format`` name.
 MODEL_FILES = {"keras": "model.keras", "h5": "model.h5", "json": "model.json", "weights": "model.weights.h5"}
 
@@ -92,9 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="batch size (default: 120)")
     train.add_argument("--validation-fraction", type=_fraction, default=DEFAULT_VALIDATION_FRACTION,
                        help="fraction of training images held out, chosen at random with --seed (default: 0.1)")
-    train.add_argument("--optimizer", choices=("adam", "adadelta", "tutorial"), default="adam",
+    train.add_argument("--optimizer", choices=("adam", "adamw", "adadelta", "tutorial"), default="adam",
                        help="'tutorial' = the tutorial's optimiser (CNN: Adadelta lr 0.1); default adam")
     train.add_argument("--learning-rate", type=float, help="override the optimiser's learning rate")
+    train.add_argument("--weight-decay", type=float, help="decoupled weight decay for --optimizer adamw (default 0.004)")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=DEFAULT_LR_SCHEDULE,
+                       help="learning rate per epoch: constant (the tutorial's) or cosine decay to ~0 "
+                            f"over the epochs (default: {DEFAULT_LR_SCHEDULE})")
     train.add_argument("--normalisation", choices=("scale", "keras_l2"), default="scale",
                        help="'scale' = x/255 (default); 'keras_l2' = keras.utils.normalize(x, axis=1), an L2 norm")
     _data_args(train)
@@ -301,6 +310,8 @@ def train(
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     optimizer: str = "adam",
     learning_rate: float | None = None,
+    weight_decay: float | None = None,
+    lr_schedule: str = DEFAULT_LR_SCHEDULE,
     normalisation: str = "scale",
     limit: int | None = None,
     seed: int = 0,
@@ -350,6 +361,10 @@ def train(
     options: dict[str, Any] = {"optimizer": optimizer}
     if learning_rate is not None:
         options["learning_rate"] = learning_rate
+    if weight_decay is not None:
+        options["weight_decay"] = weight_decay
+    if lr_schedule not in LR_SCHEDULES:
+        raise CLIError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     model = get_model(model_name, 784, 10, **options)
     device = device or detect_device()
     out = Path(out)
@@ -359,11 +374,12 @@ def train(
         "model": model_name,
         "model_options": options,
         "optimizer": type(model.optimizer).__name__,
-        "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+        "learning_rate": float(f"{float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)):.6g}"),
         "parameters": int(model.count_params()),
         "epochs": epochs,
         "batch_size": batch_size,
         "validation_fraction": validation_fraction,
+        "lr_schedule": lr_schedule,
         "n_train": int(len(fit_idx)),
         "n_val": int(len(val_idx)),
         "limit": limit,
@@ -378,12 +394,17 @@ def train(
         "host": platform.node(),
         "versions": _versions(),
     }
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if lr_schedule == "cosine":
+        lr0 = config["learning_rate"]
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, lr: float(lr0 * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)))))
     t0 = time.perf_counter()
     history = model.fit(
         x[fit_idx], y[fit_idx],
         validation_data=(x[val_idx], y[val_idx]) if len(val_idx) else None,
         epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose,
-        callbacks=[keras.callbacks.TerminateOnNaN()],
+        callbacks=callbacks,
     )
     config["train_seconds"] = round(time.perf_counter() - t0, 2)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
@@ -417,6 +438,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = train(
         args.model, args.out, data=data, data_path=data_path, epochs=args.epochs, batch_size=args.batch_size,
         validation_fraction=args.validation_fraction, optimizer=args.optimizer, learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
         normalisation=args.normalisation, limit=args.limit, seed=args.seed,
         extra_formats=not args.no_extra_formats, device=device,
     )

@@ -26,7 +26,8 @@ from specclass.models import register_model
 
 #: Optimiser presets. ``"tutorial"`` is what the tutorial used for each network:
 #: Adam for the dense net; Adadelta with learning rate 0.1 for the CNN.
-OPTIMIZERS = ("adam", "adadelta", "tutorial")
+#: ``"adamw"`` is Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+OPTIMIZERS = ("adam", "adamw", "adadelta", "tutorial")
 
 
 def _image_side(input_length: int) -> int:
@@ -36,17 +37,25 @@ def _image_side(input_length: int) -> int:
     return side
 
 
-def _optimizer(name: str, learning_rate: float | None, tutorial: tuple[str, float]) -> keras.optimizers.Optimizer:
+def _optimizer(
+    name: str, learning_rate: float | None, tutorial: tuple[str, float], weight_decay: float = 0.004
+) -> keras.optimizers.Optimizer:
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
     if name == "tutorial":
         name, default_lr = tutorial
     else:
-        default_lr = {"adam": 1e-3, "adadelta": 1.0}[name]
+        default_lr = {"adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}[name]
     lr = default_lr if learning_rate is None else float(learning_rate)
     if not lr > 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-    return keras.optimizers.Adam(learning_rate=lr) if name == "adam" else keras.optimizers.Adadelta(learning_rate=lr)
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
+    return keras.optimizers.Adadelta(learning_rate=lr)
 
 
 @register_model("mnist_dense")
@@ -57,6 +66,7 @@ def mnist_dense(
     hidden_units: int = 128,
     optimizer: str = "adam",
     learning_rate: float | None = None,
+    weight_decay: float = 0.004,
 ) -> keras.Model:
     """The tutorial's dense network: Flatten -> Dense(128, relu) -> Dense(10, softmax).
 
@@ -67,8 +77,10 @@ def mnist_dense(
         input_length: pixels per image (a square: 784 for 28x28).
         n_classes: output classes (10 digits).
         hidden_units: width of the hidden Dense layer (tutorial: 128).
-        optimizer: 'adam' (default and the tutorial's), 'adadelta', or 'tutorial' (= Adam).
+        optimizer: 'adam' (default and the tutorial's), 'adamw', 'adadelta', or
+            'tutorial' (= Adam).
         learning_rate: overrides the optimiser's default (Adam 1e-3).
+        weight_decay: decoupled weight decay of 'adamw' (default 0.004, Keras's; ignored by the others).
 
     Returns:
         A compiled ``keras.Model`` named ``mnist_dense``.
@@ -84,7 +96,7 @@ def mnist_dense(
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="mnist_dense")
     model.compile(
-        optimizer=_optimizer(optimizer, learning_rate, ("adam", 1e-3)),
+        optimizer=_optimizer(optimizer, learning_rate, ("adam", 1e-3), weight_decay),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -98,6 +110,7 @@ def mnist_cnn(
     *,
     optimizer: str = "adam",
     learning_rate: float | None = None,
+    weight_decay: float = 0.004,
 ) -> keras.Model:
     """The tutorial's CNN: Conv2D 32 -> Conv2D 64 -> MaxPool -> Dense 128 -> softmax.
 
@@ -121,6 +134,7 @@ def mnist_cnn(
             ``benchmarks/mnist.py`` and README), 'tutorial' (Adadelta, learning
             rate 0.1, as in the tutorial), or 'adadelta' (Keras default rate 1.0).
         learning_rate: overrides the preset's learning rate.
+        weight_decay: decoupled weight decay of 'adamw' (default 0.004, Keras's; ignored by the others).
 
     Returns:
         A compiled ``keras.Model`` named ``mnist_cnn``.
@@ -142,7 +156,7 @@ def mnist_cnn(
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="mnist_cnn")
     model.compile(
-        optimizer=_optimizer(optimizer, learning_rate, ("adadelta", 0.1)),
+        optimizer=_optimizer(optimizer, learning_rate, ("adadelta", 0.1), weight_decay),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
