@@ -168,35 +168,85 @@ def _same_dataset(a, b):
         np.testing.assert_array_equal(a.meta[col], b.meta[col], err_msg=col)
 
 
-def test_array_build_equals_one_process_and_a_shard_reruns_alone(cluster, capsys, slurm_env, tmp_path, sdss_dir):
+def test_array_build_equals_one_process_and_a_failed_shard_reruns_alone(cluster, capsys, slurm_env, tmp_path,
+                                                                          sdss_dir):
     from specclass.spectra.build import build_dataset
     from specclass.spectra.dataset import SpectralDataset
 
+    folder = tmp_path / "spectra"
+    folder.mkdir()
+    # strict: any unreadable or fully masked file fails its shard (leave out the real all-masked one)
+    real = sorted(f for f in (sdss_dir / "spectra").glob("spec-*.fits") if f.name != "spec-0269-51581-0003.fits")
+    for f in real:
+        (folder / f.name).symlink_to(f)
+    broken = folder / real[len(real) // 2].name.replace(".fits", "-b.fits")  # sorts into the middle shard
+    broken.write_text("<html><body>503 Service Unavailable</body></html>")
     out = tmp_path / "sdss.h5"
-    lines = _cli(capsys, "slurm", "build-dataset-array", str(sdss_dir / "spectra"), "--out", str(out),
-                 "--n-shards", "3", "-t", "00:05:00", "-J", "shards")
+    lines = _cli(capsys, "slurm", "build-dataset-array", str(folder), "--out", str(out), "--n-shards", "3",
+                 "--strict", "-t", "00:05:00", "-J", "shards")
     array_id, merge_id = lines[-2], lines[-1]
     plan_path = out.with_name("sdss.h5.shards") / "plan.json"
     plan = arrays.ArrayPlan.load(plan_path)
-    logs = list(Path(plan.shard_dir).glob("*.out"))
-    _wait_ok([array_id, merge_id], slurm_env, logs=logs)
-    reference, _ = build_dataset([sdss_dir / "spectra"])
-    built = SpectralDataset.load(out)
-    assert len(built) == len(reference) > 100
-    _same_dataset(built, reference)
+    deadline = time.monotonic() + 180
+    while True:  # the shard holding the broken file fails; the merge job can never start
+        tasks = {r.job_id: r for r in slurm.status([array_id], env=slurm_env)}
+        if len(tasks) == 3 and all(r.finished for r in tasks.values()):
+            break
+        assert time.monotonic() < deadline, tasks
+        time.sleep(1)
+    assert {k: v.state for k, v in tasks.items()} == {
+        f"{array_id}_0": "COMPLETED", f"{array_id}_1": "FAILED", f"{array_id}_2": "COMPLETED"}
+    assert plan.missing_shards() == [1] and not out.exists()
+    merge_row = slurm.status([merge_id], env=slurm_env)[0]
+    assert merge_row.state == "PENDING" and "Dependency" in merge_row.reason  # (…NeverSatisfied, soon)
+    assert broken.name in (Path(plan.shard_dir) / f"shard-{array_id}_1.out").read_text()
 
-    # one shard lost: re-run just that one, then merge again
-    plan.shard_path(1).unlink()
-    out.unlink()
+    # fix the input, re-run only the failed shard; the stuck merge job is cancelled
+    broken.unlink()
+    broken.symlink_to(real[0])
     lines = _cli(capsys, "slurm", "build-dataset-array", "--plan", str(plan_path), "--only-shards", "missing",
                  "-t", "00:05:00")
     assert "shards 1)" in lines[-3]
     array2, merge2 = lines[-2], lines[-1]
     _wait_ok([array2, merge2], slurm_env, logs=list(Path(plan.shard_dir).glob("*.out")))
-    tasks = slurm.status([array2], env=slurm_env)
-    assert [r.job_id for r in tasks] == [f"{array2}_1"]  # only shard 1 ran
-    _same_dataset(SpectralDataset.load(out), reference)
+    assert [r.job_id for r in slurm.status([array2], env=slurm_env)] == [f"{array2}_1"]  # only shard 1 ran
+    assert slurm.status([merge_id], env=slurm_env)[0].state == "CANCELLED"
+    reference, _ = build_dataset([folder], strict=True)
+    built = SpectralDataset.load(out)
+    assert len(built) == len(reference) == len(real)  # the copy is dropped as a duplicate
+    _same_dataset(built, reference)
     assert [j["shards"] for j in arrays.ArrayPlan.load(plan_path).jobs] == ["0-2", "1"]
+
+
+def _job_fields(job_id: str, env) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id], capture_output=True, text=True,
+                         env=env).stdout
+    return dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
+
+
+def test_requeue_on_signal_resumes_in_the_same_job(cluster, capsys, slurm_env, tmp_path, tiny_dataset):
+    epochs = 20
+    run, log = tmp_path / "run", tmp_path / "job.out"
+    (job,) = _cli(capsys, "slurm", "submit", "-J", "requeue", "-o", str(log), "-t", "00:05:00", "-c", "2",
+                  "--requeue-on-signal", "-D", str(tmp_path), "--", *_train_argv(tiny_dataset, epochs))
+    deadline = time.monotonic() + 180
+    while len(_history_epochs(run)) < 2:
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+        time.sleep(0.2)
+    _cli(capsys, "slurm", "cancel", job, "--signal", "USR1", "--batch")
+    while True:  # the job requeues itself; SLURM then holds it back (BeginTime) for a while
+        fields = _job_fields(job, slurm_env)
+        if fields.get("Restarts") == "1" and fields.get("JobState") == "PENDING":
+            break
+        assert time.monotonic() < deadline, fields
+        time.sleep(0.5)
+    done = len(_history_epochs(run))
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True, env=slurm_env)
+    _wait_ok([job], slurm_env, logs=[log])
+    text = log.read_text()  # --requeue implies --open-mode=append: both runs are in the log
+    assert f"command exited with status {EXIT_INTERRUPTED}" in text and "command exited with status 0" in text
+    assert f"resumed from epoch {done}" in text
+    assert _history_epochs(run) == list(range(epochs))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None,

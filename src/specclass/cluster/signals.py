@@ -27,7 +27,9 @@ then continues from the last finished epoch (the training's backup/resume).
 
 With ``requeue=True`` the callback runs ``scontrol requeue $SLURM_JOB_ID`` just
 before raising, so SLURM puts the job back in the queue and the same batch script
-runs again and resumes (the job must be requeueable: ``--requeue``).
+runs again and resumes (the job must be requeueable: ``--requeue``). SLURM holds a
+requeued job back for a while (``Reason=BeginTime``, about two minutes) before it
+starts again; ``scontrol update jobid=JOBID StartTime=now`` releases it at once.
 
 Example::
 
@@ -65,7 +67,7 @@ class TrainingInterrupted(SystemExit):
         self.epoch = epoch
 
     def __str__(self) -> str:
-        return (f"training stopped by {self.signal_name} before epoch {self.epoch + 1}; "
+        return (f"training stopped by {self.signal_name} after {self.epoch} finished epoch(s); "
                 "re-run the same command to resume")
 
 
@@ -156,6 +158,9 @@ class GracefulStop(keras.callbacks.Callback):
             with open(self.status_file, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"signal": name, "epoch": epoch, "time": time.time()}) + "\n")
         if self.requeue:
+            # SLURM answers a requeue by sending SIGTERM to the job; ignore it so that this
+            # process still exits with 75 (the backup is already on disk).
+            _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
             requeue_job()
         exc = TrainingInterrupted(name, epoch)
         log.warning("%s", exc)

@@ -106,7 +106,9 @@ class JobSpec:
         output, error: ``--output``/``--error`` paths (``%j`` = job id, ``%x`` = job
             name, ``%A``/``%a`` = array job id / task id).
         chdir: working directory of the job.
-        requeue: ``True`` writes ``--requeue``, ``False`` ``--no-requeue``.
+        requeue: ``True`` writes ``--requeue`` (and ``--open-mode=append`` unless
+            ``extra`` sets an open mode, so a requeued run appends to its log),
+            ``False`` ``--no-requeue``.
         signal: ``--signal``, e.g. ``"B:USR1@300"`` (USR1 to the batch shell 300 s
             before the time limit), see :mod:`specclass.cluster.signals`.
         array: ``--array`` (``"0-7"``, ``"3"``, ``"0-99%10"``).
@@ -224,6 +226,8 @@ class JobSpec:
                 opts.append(f"--{name.replace('_', '-')}={value}")
         if self.requeue is True:
             opts.append("--requeue")
+            if not any(e.startswith("--open-mode") for e in self.extra):
+                opts.append("--open-mode=append")  # a requeued run adds to the log, not replaces it
         elif self.requeue is False:
             opts.append("--no-requeue")
         opts.extend(self.extra)
