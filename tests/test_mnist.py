@@ -9,7 +9,6 @@ import hashlib
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -277,17 +276,23 @@ def test_cli_train_evaluate_cpu_and_plain_keras_reload(mnist_npz, tmp_path):
     assert plain.stdout.strip().splitlines()[-1] == ",".join(map(str, expected))
 
 
-def test_cli_user_errors(tmp_path, mnist_npz):
-    r = _cli("mnist", "evaluate", tmp_path / "no-run")
-    assert r.returncode == 2 and "no such run folder" in r.stderr
-    r = _cli("mnist", "train", "--data", tmp_path / "missing.npz", "--out", tmp_path / "x", "--device", "cpu")
-    assert r.returncode == 2 and "missing.npz: no such MNIST file" in r.stderr
-    r = _cli("mnist", "train", "--epochs", "0", "--out", tmp_path / "x")
-    assert r.returncode == 2 and "expected a positive integer" in r.stderr
-    if shutil.which("nvidia-smi") is None:
-        r = _cli("mnist", "train", "--device", "gpu", "--data", mnist_npz, "--out", tmp_path / "x",
-                 env_extra={"CUDA_VISIBLE_DEVICES": "-1"})
-        assert r.returncode == 2 and "sees no GPU" in r.stderr
+def test_cli_user_errors(tmp_path, mnist_npz, capsys):
+    from specclass.cli import main
+
+    assert main(["mnist", "evaluate", str(tmp_path / "no-run")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+    assert main(["mnist", "train", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "x"),
+                 "--device", "cpu"]) == 2
+    assert "missing.npz: no such MNIST file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["mnist", "train", "--epochs", "0", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+    from specclass.commands.mnist import detect_device
+
+    if not detect_device()["gpus"]:
+        assert main(["mnist", "train", "--device", "gpu", "--data", str(mnist_npz), "--out", str(tmp_path / "x")]) == 2
+        assert "sees no GPU" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_cosine_schedule_and_adamw_recorded(mnist_small, tmp_path):

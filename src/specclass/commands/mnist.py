@@ -357,7 +357,7 @@ def train(
     if len(fit_idx) == 0:
         raise CLIError(f"no training images left after holding out {n_val} for validation")
     x = normalise(x_train, normalisation)
-    y = y_train.astype(np.int64)
+    y = y_train.astype(np.int32)  # int32: JAX truncates int64 (with a warning) unless x64 is on
     options: dict[str, Any] = {"optimizer": optimizer}
     if learning_rate is not None:
         options["learning_rate"] = learning_rate
