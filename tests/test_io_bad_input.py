@@ -7,6 +7,7 @@ on both the native and the astropy path.
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,6 @@ def _expect_error(path: Path, match: str, **kw) -> SpectrumReadError:
     err = info.value
     assert str(path) in str(err), "the message must name the file"
     assert err.path == str(path)
-    import re
-
     assert re.search(match, err.reason), f"reason {err.reason!r} does not match {match!r}"
     assert isinstance(err, ValueError)
     return err
