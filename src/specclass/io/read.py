@@ -131,7 +131,9 @@ def read_spectrum(
             bytes, FITS layout by its HDUs, text otherwise); the suffix is ignored.
         label: set/override CLASS and SUBCLASS: ``'STAR'``, ``('STAR', 'K7')`` or a
             mapping ``{'PLATE-MJD-FIBER': (class, subclass)}`` from
-            :func:`specclass.io.load_text_labels`. ``meta.extra['label_source'] = 'user'``.
+            :func:`specclass.io.load_text_labels`. It replaces the file's own labels
+            (kept in ``meta.extra['file_label']``); ``meta.extra['label_source'] = 'user'``.
+            A mapping without the spectrum's key leaves the file's labels alone.
         fmt: ``'auto'`` or a layout name from :data:`FORMATS` to force it.
         row: for files with several spectra (one per table row), which row.
         nonfinite: ``'mask'`` (NaN/inf pixels get flux = ivar = 0) or ``'raise'``.
