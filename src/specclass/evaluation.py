@@ -367,7 +367,7 @@ def evaluate_run(
             ivar=data.ivar[wrong],
         )
     for key, p in images.items():
-        files[key] = str(p)
+        files[p.stem] = str(p)  # confusion_matrix, curves, misclassified_spectra
     config = run.config
     files["report"] = str(
         report.write_report(

@@ -511,7 +511,7 @@ def evaluate(
     if wrong:
         images["Misclassified digits (most confident first)"] = plots.plot_digits(
             x_test[wrong], y_pred[wrong], run_dir / "misclassified_digits.png", true=y_test[wrong])
-    files.update({name: str(p.name) for name, p in images.items()})
+    files.update({p.stem: p.name for p in images.values()})  # confusion_matrix, curves, digits, ...
     files["misclassified_csv"] = write_misclassified_csv(metrics["misclassified"], run_dir / "misclassified.csv").name
     summary = dataset_summary(y_test, class_names, split="test", data=config.get("data"),
                               n_train=config.get("n_train"), n_val=config.get("n_val"))
