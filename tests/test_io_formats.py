@@ -357,3 +357,31 @@ def test_label_table_conflict_is_an_error(tmp_path: Path) -> None:
     table.write_text("plate,mjd,class\n266,51602,STAR\n")
     with pytest.raises(SpectrumReadError, match="lacks column.*fiberid"):
         load_text_labels(table)
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["spectra/spec-0266-51602-0013.fits", "spectra2/spec-3655-55240-0370.fits",
+     "spectra3/spec-7102-56666-0914.fits", "sky/first", "full/8222-57431-0561.fits"],
+)
+def test_metadata_against_raw_astropy_row(sdss_dir: Path, rel: str) -> None:
+    """Every SpectrumMeta field straight from astropy's HDU 2 row (one file per folder/layout)."""
+    path = sdss_dir / rel if rel != "sky/first" else sorted((sdss_dir / "sky").glob("spec-*.fits"))[0]
+    spec = read_spectrum(path)
+    with fits.open(path) as hdul:
+        row = hdul[2].data[0]
+        cols = {n.upper(): n for n in hdul[2].columns.names}
+        get = lambda c: row[cols[c]]  # noqa: E731
+        assert spec.meta.class_ == get("CLASS").strip().upper()
+        assert spec.meta.subclass == get("SUBCLASS").strip().upper()
+        assert (spec.meta.plate, spec.meta.mjd, spec.meta.fiberid) == (get("PLATE"), get("MJD"), get("FIBERID"))
+        assert spec.meta.z == float(get("Z")) and spec.meta.zwarning == get("ZWARNING")
+        assert spec.meta.run2d == str(get("RUN2D")).strip()
+        assert spec.meta.ra == float(get("PLUG_RA")) and spec.meta.dec == float(get("PLUG_DEC"))
+        if "SURVEY" in cols:
+            assert spec.meta.survey == get("SURVEY").strip().lower()
+        else:  # BOSS spAll rows carry CHUNK ('boss…' / 'eboss…') instead
+            assert spec.meta.survey == ("eboss" if get("CHUNK").lower().startswith("eboss") else "boss")
+    assert spec.meta.file == str(path)
+    if rel.startswith("sky"):
+        assert spec.meta.zwarning & 1  # SKY bit
