@@ -134,7 +134,7 @@ def evaluate_predictions(
     warnings = [
         (f"class {class_names[i]!r} has no examples in this split; its recall is undefined"
          if support[i] == 0 else
-         f"class {class_names[i]!r} has only {int(support[i])} test example(s) (< {SMALL_CLASS_THRESHOLD}); "
+         f"class {class_names[i]!r} has only {int(support[i])} example(s) in this split (< {SMALL_CLASS_THRESHOLD}); "
          "its recall and precision are not reliable")
         for i in range(n_classes)
         if support[i] < SMALL_CLASS_THRESHOLD

@@ -365,7 +365,10 @@ def train(
         options["weight_decay"] = weight_decay
     if lr_schedule not in LR_SCHEDULES:
         raise CLIError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    model = get_model(model_name, 784, 10, **options)
+    try:
+        model = get_model(model_name, 784, 10, **options)
+    except ValueError as exc:  # an option value the builder refuses (names it)
+        raise CLIError(str(exc)) from exc
     device = device or detect_device()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
