@@ -279,3 +279,14 @@ def test_bad_options_are_value_errors(lite: Path) -> None:
         list(iter_spectra([lite], nonfinite="drop"))
     with pytest.raises(TypeError, match="label must be"):
         read_spectrum(lite, label=3)
+
+
+def test_templates_are_not_spectra(shared_data: Path) -> None:
+    """idlspec2d eigenspectra (2-D log-lambda images) and redrock templates are refused, not misread."""
+    folder = shared_data / "templates"
+    results = list(iter_spectra([folder / "idlspec2d", folder / "redrock"]))
+    assert len(results) >= 10
+    assert all(spec is None for _, spec, _ in results)
+    reasons = {Path(p).name: why for p, _, why in results}
+    assert "eigenspectrum template" in reasons["spEigenGal-56436.fits"]
+    assert "unrecognised FITS spectrum layout" in reasons["rrtemplate-QSO-HIZ-v1.1.fits"]

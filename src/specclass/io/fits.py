@@ -13,7 +13,8 @@ Layouts (the name goes to ``meta.format``):
     (per-exposure spectra). HDUs are found by EXTNAME, else by position.
     Data model: https://data.sdss.org/datamodel/files/BOSS_SPECTRO_REDUX/RUN2D/spectra/PLATE4/spec.html
 ``spSpec-dr7``
-    DR7 ``spSpec-MJD-PLATE-FIBER.fit``: primary image ``(5, NPIX)`` with rows
+    DR7 ``spSpec-MJD-PLATE-FIBER.fit`` (recognised by ``COEFF0``/``COEFF1`` and
+    ``SPEC_CLN`` or ``Z_WARNIN``): primary image ``(5, NPIX)`` with rows
     flux, continuum-subtracted flux, sigma, mask, (unused); ``loglam = COEFF0 +
     COEFF1 * i``; ``ivar = 1 / sigma**2`` where ``sigma > 0`` else 0; class from
     ``SPEC_CLN`` (:data:`SPEC_CLN_CLASS`), ``zwarning`` = ``Z_WARNIN`` (DR7 bits).
@@ -156,7 +157,7 @@ def detect_layout(hdul: fits.HDUList) -> str:
     if len(shape) == 2:
         if is_lamost:
             return "lamost-lrs-image"
-        if "COEFF0" in h0 and "COEFF1" in h0 and shape[0] >= 3:
+        if "COEFF0" in h0 and "COEFF1" in h0 and shape[0] >= 4 and ("SPEC_CLN" in h0 or "Z_WARNIN" in h0):
             return "spSpec-dr7"
     if len(shape) == 1 and ("CRVAL1" in h0 or "COEFF0" in h0):
         return "iraf-1d"
@@ -603,6 +604,13 @@ def read_fits_bytes(
         if kind in ("table", "table-rows"):
             return read_table_hdul(hdul, path, nonfinite=nonfinite, row=row)
         summary = ", ".join(f"{i}:{h.name or '-'}({type(h).__name__})" for i, h in enumerate(hdul))
+        h0 = hdul[0].header
+        if h0.get("NAXIS", 0) == 2 and "COEFF0" in h0 and "SPEC_CLN" not in h0:
+            raise SpectrumReadError(
+                path,
+                "a 2-D log-lambda image without the spSpec keywords SPEC_CLN/Z_WARNIN "
+                f"(an eigenspectrum template such as spEigen*?), not a spectrum (HDUs {summary})",
+            )
         raise SpectrumReadError(path, f"unrecognised FITS spectrum layout (HDUs {summary})")
     except SpectrumReadError:
         raise
