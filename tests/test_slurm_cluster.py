@@ -127,7 +127,7 @@ def _history_epochs(run: Path) -> list[int]:
 
 
 def test_signalled_job_resumes_without_lost_or_repeated_epochs(cluster, capsys, slurm_env, tmp_path, tiny_dataset):
-    epochs = 30
+    epochs = 10
     run = tmp_path / "run"
     log1, log2 = tmp_path / "first.out", tmp_path / "second.out"
     common = ["-t", "00:05:00", "-c", "2", "-D", str(tmp_path), "--"]
@@ -225,7 +225,7 @@ def _job_fields(job_id: str, env) -> dict[str, str]:
 
 
 def test_requeue_on_signal_resumes_in_the_same_job(cluster, capsys, slurm_env, tmp_path, tiny_dataset):
-    epochs = 20
+    epochs = 8
     run, log = tmp_path / "run", tmp_path / "job.out"
     (job,) = _cli(capsys, "slurm", "submit", "-J", "requeue", "-o", str(log), "-t", "00:05:00", "-c", "2",
                   "--requeue-on-signal", "-D", str(tmp_path), "--", *_train_argv(tiny_dataset, epochs))
