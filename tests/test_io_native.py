@@ -171,11 +171,11 @@ class _CountingFile(io.RawIOBase):
         super().close()
 
 
-def test_full_file_reads_only_up_to_hdu3_header(sdss_dir: Path) -> None:
+def test_full_file_reads_only_up_to_hdu4_header(sdss_dir: Path) -> None:
     path = sdss_dir / "full" / "spec-7340-57576-0740.fits"
     with fits.open(path) as hdul:
         assert len(hdul) > 4
-        hdu3_data = hdul[3]._data_offset  # noqa: SLF001
+        hdu4_data = hdul[4]._data_offset  # noqa: SLF001
     fh = _CountingFile(path)
     try:
         head = fh.read(2880)
@@ -184,8 +184,8 @@ def test_full_file_reads_only_up_to_hdu3_header(sdss_dir: Path) -> None:
         fh.close()
     assert spec.meta.format == "spec-full"
     size = path.stat().st_size
-    # HDU 0-2 plus HDU 3's header, and at most one read-ahead chunk beyond
-    assert fh.bytes_read <= hdu3_data + native._READ_CHUNK  # noqa: SLF001
+    # up to HDU 4's header, and at most one read-ahead chunk beyond
+    assert fh.bytes_read <= hdu4_data + native._READ_CHUNK  # noqa: SLF001
     assert fh.bytes_read < size
     _assert_same(spec, read_spectrum(path, engine="astropy"))
 
@@ -207,3 +207,22 @@ def test_native_strict_refuses_other_layouts(sdss_dir: Path) -> None:
         read_spectrum(sdss_dir / "dr7" / "spSpec-51993-0542-631.fit", engine="native")
     with pytest.raises(SpectrumReadError, match="not the standard spec lite/full layout"):
         read_spectrum(sdss_dir / "other_layouts" / "NGC3522_SDSS.fits", engine="native")
+
+
+def test_lite_full_decided_by_exposure_hdus(lite: Path, tmp_path: Path) -> None:
+    """Extra HDUs that are not exposures (as in newer layouts) keep a file 'lite'; an exposure HDU makes it 'full'."""
+    def extra_tables(h):
+        extra = fits.BinTableHDU.from_columns([fits.Column(name="z", format="E", array=np.zeros(3))], name="ZALL")
+        return fits.HDUList([h[0], h[1], h[2], h[3], extra])
+
+    def with_exposure(h):
+        exp = fits.BinTableHDU.from_columns(list(h[1].columns), name="B1-00002591-00002595-00002596")
+        return fits.HDUList([h[0], h[1], h[2], h[3], exp])
+
+    five = _derive(lite, tmp_path / "five.fits", extra_tables)
+    exposure = _derive(lite, tmp_path / "exposure.fits", with_exposure)
+    for engine in ("auto", "astropy"):
+        assert read_spectrum(five, engine=engine).meta.format == "spec-lite"
+        assert read_spectrum(exposure, engine=engine).meta.format == "spec-full"
+    assert native.is_exposure_extname("r2-00214700-00214699-00214698")
+    assert not native.is_exposure_extname("SPZLINE")

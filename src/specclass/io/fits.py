@@ -9,8 +9,8 @@ Layouts (the name goes to ``meta.format``):
 ``spec-lite`` / ``spec-full`` (``-noextname`` when HDUs carry no EXTNAME)
     SDSS/BOSS ``spec-PLATE-MJD-FIBER.fits``: HDU 1 ``COADD`` table (``flux``,
     ``loglam``, ``ivar``, ``and_mask`` ...), HDU 2 ``SPECOBJ`` (SDSS) or ``SPALL``
-    (BOSS) one-row table with the labels; a *full* file has more than four HDUs
-    (per-exposure spectra). HDUs are found by EXTNAME, else by position.
+    (BOSS) one-row table with the labels; a *full* file also holds the single
+    exposures (HDU 4+, EXTNAME ``'B1-00012345-...'``), a *lite* one does not. HDUs are found by EXTNAME, else by position.
     Data model: https://data.sdss.org/datamodel/files/BOSS_SPECTRO_REDUX/RUN2D/spectra/PLATE4/spec.html
 ``spSpec-dr7``
     DR7 ``spSpec-MJD-PLATE-FIBER.fit`` (recognised by ``COEFF0``/``COEFF1`` and
@@ -55,6 +55,7 @@ from astropy.io import fits
 
 from specclass.io.arrays import build_spectrum
 from specclass.io.errors import SpectrumReadError
+from specclass.io.native import is_exposure_extname
 from specclass.io.specobj import SPECOBJ_COLUMNS, decode_label, decode_text, meta_from_specobj
 from specclass.spectrum import Spectrum, SpectrumMeta
 
@@ -234,7 +235,8 @@ def read_spec_hdul(
         row = {c: row0[scols[c]] for c in SPECOBJ_COLUMNS if c in scols}
     except Exception as exc:
         raise SpectrumReadError(path, f"cannot read the COADD/SPECOBJ tables ({_short(exc)})") from None
-    kind = "spec-full" if len(hdul) > 4 else "spec-lite"
+    full = any(is_exposure_extname(hdu.name) for hdu in hdul[4:])
+    kind = "spec-full" if full else "spec-lite"
     if not coadd_name:
         kind += "-noextname"
     meta = meta_from_specobj(

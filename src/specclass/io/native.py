@@ -7,8 +7,10 @@ takes a fraction of a millisecond.
 What it does, following the FITS Standard 4.0
 (https://fits.gsfc.nasa.gov/fits_standard.html):
 
-* reads the file bytes once, only as far as HDU 3's header (HDU 0-2 are parsed;
-  HDU 3's header is read only to tell *lite* (4 HDUs) from *full* (more));
+* reads the file bytes once, only as far as needed: HDU 0-2 are parsed, later
+  headers only to tell *lite* from *full* (the first per-exposure HDU, EXTNAME
+  ``'B1-...'``, ends the walk; in a standard full file that is HDU 4), so the
+  exposures' data are never read;
 * headers are 2880-byte blocks of 80-byte cards ending with an ``END`` card
   (section 4.4.1); the mandatory keywords sit at fixed positions (``BITPIX``,
   ``NAXIS``, ``NAXIS1``, ``NAXIS2``, ``PCOUNT``, ``GCOUNT``, ``TFIELDS``);
@@ -57,6 +59,17 @@ TFORM_WIDTH: dict[str, tuple[int, str | None]] = {
     "P": (8, None), "Q": (16, None),
 }
 _TFORM_RE = re.compile(r"^\s*(\d*)([A-Z])(.*)$")
+_EXTNAME_RE = re.compile(rb"EXTNAME = '([^']*)'")
+_EXPOSURE_RE = re.compile(r"^[BR][12]-\d{8}-")
+
+
+def is_exposure_extname(name: str) -> bool:
+    """True for the EXTNAME of a per-exposure HDU of a *full* spec file (``'B1-00012345-00012344-00012340'``).
+
+    SDSS data model: HDU 4+ of a full ``spec`` file are the individual exposures,
+    named CAMERA-EXPOSURE-FLAT-ARC (cameras b1, r1, b2, r2).
+    """
+    return bool(_EXPOSURE_RE.match(name.strip().upper()))
 _STR_RE = re.compile(r"'((?:[^']|'')*)'")
 
 COADD_FLOAT = ("FLUX", "LOGLAM", "IVAR")
@@ -411,13 +424,19 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
     row = dict(zip(names2, np.frombuffer(src.buf, dtype=dtype2, count=1, offset=d2)[0].item()))
     end2 = d2 + _padded(naxis1_2 * nrows2 + layout2.pcount)
 
-    # lite (HDU 0-3) or full (HDU 4+ per exposure)?
-    n_hdus = 3
-    if src.size > end2:
-        end3, d3 = src.header_span(end2, "HDU 3 header")
-        size3 = _data_size(src.buf[end2 : min(end3, end2 + _SIZE_KEY)], primary=False)
-        n_hdus = 4 if src.size <= d3 + _padded(size3) else 5
-    kind = "spec-full" if n_hdus > 4 else "spec-lite"
+    # lite or full: does an HDU after HDU 3 hold a single exposure (EXTNAME 'B1-00012345-...')?
+    full = False
+    pos, index = end2, 3
+    while pos < src.size and not full:
+        end_h, data_h = src.header_span(pos, f"HDU {index} header")
+        if index >= 4:
+            full = any(
+                (m.start() - pos) % CARD == 0 and is_exposure_extname(m.group(1).decode("ascii", "replace"))
+                for m in _EXTNAME_RE.finditer(src.buf, pos, end_h)
+            )
+        pos = data_h + _padded(_data_size(src.buf[pos : min(end_h, pos + _SIZE_KEY)], primary=False))
+        index += 1
+    kind = "spec-full" if full else "spec-lite"
     if not layout1.extname:
         kind += "-noextname"
 
@@ -456,8 +475,8 @@ def read_spec_file(
 ) -> Spectrum | None:
     """Like :func:`read_spec_bytes` for an open binary file whose first bytes ``head`` were read.
 
-    Reads further only as far as HDU 3's header, so a *full* file's per-exposure
-    HDUs are never read.
+    Reads further only as far as the first per-exposure header (HDU 4 of a
+    standard *full* file), so the exposures' data are never read.
     """
     try:
         size = os.fstat(fh.fileno()).st_size
