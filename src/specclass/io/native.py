@@ -1,8 +1,9 @@
 """Fast native parser for the standard SDSS/BOSS ``spec`` lite/full layout (numpy only).
 
-Why: astropy builds full header and table objects for every HDU, about 40 ms
-per spec file here; reading the few columns we need straight from the bytes
-takes a fraction of a millisecond.
+Why: astropy builds full header and table objects for every HDU it touches:
+about 3-4 ms of CPU per file for HDU 1's flux alone and some 50 ms once HDU 2's
+126-236-column label table is read too (``benchmarks/results/ingest.md``).
+Reading the few columns we need straight from the bytes takes about 0.15 ms.
 
 What it does, following the FITS Standard 4.0
 (https://fits.gsfc.nasa.gov/fits_standard.html):
