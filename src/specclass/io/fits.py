@@ -24,7 +24,11 @@ Layouts (the name goes to ``meta.format``):
     named by ``EXTEN0`` (DR1: ``Flux Inverse Subcontinuum Andmask Ormask``, no
     wavelength row, ``loglam = COEFF0 + COEFF1 * i``; DR2+: row 2 is
     ``Wavelength`` in Å), or (DR9+) a one-row HDU 1 ``COADD`` table with
-    ``FLUX, IVAR, WAVELENGTH, ANDMASK ...`` arrays. Labels from the primary header.
+    ``FLUX, IVAR, WAVELENGTH, ANDMASK ...`` arrays. Labels from the primary header
+    (``CLASS``, ``SUBCLASS``, ``Z``; ``Z = -9999`` -> NaN). LAMOST has no plates:
+    ``plate = -1`` (the plan name is ``extra['planid']``), ``mjd = LMJD`` (as in the
+    file names), ``run2d = VERSPIPE``, ``zwarning = -1``; ``OBSID``, ``SPID``,
+    ``DESIG``, ``DATA_V`` go to ``extra``. Flux units are LAMOST's (relative for DR1).
 ``iraf-1d``
     A 1-D primary image with a linear (``CTYPE1 = 'LINEAR'``, ``DC-FLAG = 0``)
     or log-linear (``DC-FLAG = 1``) WCS, no errors: ``ivar = 1`` where the flux
