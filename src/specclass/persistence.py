@@ -171,17 +171,40 @@ def save_model(model: "keras.Model", run_dir: str | os.PathLike, formats: Iterab
         if fmt == "keras":
             out[fmt] = save_model_atomic(model, run_dir / MODEL_FILES["keras"])
         elif fmt == "h5":
-            import warnings
-
-            with warnings.catch_warnings():  # Keras warns that HDF5 is legacy: the user asked for it
-                warnings.simplefilter("ignore", UserWarning)
-                out[fmt] = save_model_atomic(model, run_dir / MODEL_FILES["h5"])
+            out[fmt] = _save_h5(model, run_dir / MODEL_FILES["h5"])
         else:
             arch, weights = MODEL_FILES["json"]
             # weights first: a model.json never points at missing or stale weights
             _atomic(run_dir / weights, lambda tmp: model.save_weights(tmp), suffix=".weights.h5")
             out[fmt] = write_text_atomic(run_dir / arch, model.to_json())
     return out
+
+
+def _save_h5(model: "keras.Model", path: Path) -> Path:
+    """Legacy HDF5 save that leaves ``model`` as it was.
+
+    Keras 3's HDF5 writer (``legacy_h5_format`` -> ``model_metadata``) pops
+    ``"optimizer"`` out of the model's own compile config, so any later
+    ``model.save("x.keras")`` would record no optimizer and reload with a default
+    RMSprop. The compile config dict is copied before and put back after.
+    """
+    import logging
+    import warnings
+
+    compile_config = getattr(model, "_compile_config", None)
+    config = getattr(compile_config, "config", None)
+    saved = dict(config) if isinstance(config, dict) else None  # shallow: only keys are popped
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # "HDF5 is legacy": the user asked for it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return save_model_atomic(model, path)
+    finally:
+        absl.setLevel(level)
+        if saved is not None:
+            compile_config.config = saved
 
 
 def save_run(
@@ -263,6 +286,10 @@ def load_model(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool 
         )
     if fmt == "json":
         config = json.loads(needed[0].read_text(encoding="utf-8"))
+        # Architecture only: without this, Keras compiles the rebuilt model with a
+        # default RMSprop and then fails to match the saved (e.g. AdamW) optimizer
+        # variables inside model.weights.h5.
+        config.pop("compile_config", None)
         model = keras.saving.deserialize_keras_object(config, safe_mode=True)
         model.load_weights(needed[1])
         return model
