@@ -493,3 +493,10 @@ def _run(src: _Source, nonfinite: str, strict: bool) -> Spectrum | None:
         if strict:
             raise SpectrumReadError(src.path, f"not the standard spec lite/full layout ({exc})") from None
         return None
+    except SpectrumReadError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeError) as exc:
+        # Something this parser did not foresee in an odd file: astropy gets the final word.
+        if strict:
+            raise SpectrumReadError(src.path, f"native parser failed ({type(exc).__name__}: {exc})") from None
+        return None
