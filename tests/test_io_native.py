@@ -226,3 +226,36 @@ def test_lite_full_decided_by_exposure_hdus(lite: Path, tmp_path: Path) -> None:
         assert read_spectrum(exposure, engine=engine).meta.format == "spec-full"
     assert native.is_exposure_extname("r2-00214700-00214699-00214698")
     assert not native.is_exposure_extname("SPZLINE")
+
+
+def test_unforeseen_header_value_falls_back(lite: Path, tmp_path: Path) -> None:
+    """A malformed TFIELDS value: the native parser hands over, astropy explains, nothing crashes."""
+    data = bytearray(lite.read_bytes())
+    card = b"TFIELDS =                    8"
+    i = data.find(card)
+    assert i > 0
+    data[i : i + len(card)] = b"TFIELDS = 'eight'".ljust(len(card))
+    bad = tmp_path / lite.name
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SpectrumReadError, match="not the standard spec lite/full layout .TFIELDS is not an integer"):
+        read_spectrum(bad, engine="native")
+    with pytest.raises(SpectrumReadError) as info:
+        read_spectrum(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_parser_bug_falls_back_to_astropy(lite: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception the native parser did not foresee costs speed, not the file."""
+
+    def broken(header: bytes):
+        raise IndexError("simulated parser bug")
+
+    native._LAYOUT_CACHE.clear()  # noqa: SLF001
+    monkeypatch.setattr(native, "_table_layout", broken)
+    spec = read_spectrum(lite)
+    assert spec.meta.extra["reader"] == "astropy" and spec.meta.class_ == "GALAXY"
+    with pytest.raises(SpectrumReadError, match="native parser failed .IndexError: simulated parser bug"):
+        read_spectrum(lite, engine="native")
+    monkeypatch.undo()
+    native._LAYOUT_CACHE.clear()  # noqa: SLF001
+    assert read_spectrum(lite).meta.extra["reader"] == "native"
