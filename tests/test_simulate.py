@@ -204,6 +204,15 @@ def test_bpt_ratios_measured_from_spectra_fall_on_the_right_side():
     assert np.all(np.abs(np.median(diffs, axis=0)) < 0.1)  # measured ratios track the drawn ones
 
 
+def test_low_redshift_quasars_carry_host_light(seed4):
+    ds, _ = seed4
+    q = ds.labels == 2
+    hf, z = ds.meta["sim_host_fraction"][q], ds.meta["z"][q]
+    assert np.isnan(hf[z >= 0.8]).all()
+    low = hf[z < 0.8]
+    assert low.size and np.all((low >= 0) & (low <= 0.6))
+
+
 def test_starburst_has_large_halpha_equivalent_width(seed4):
     ds, _ = seed4
     ew, sub = ds.meta["sim_ew_halpha"], ds.meta["subclass"]

@@ -25,8 +25,8 @@ QSO
     ``spEigenQSO-55732`` eigenspectra (broad and narrow lines, Lyα forest mean
     absorption are in the templates) with coefficients drawn from the kernel-density
     estimate over real SDSS quasars, at ``z ~ U(qso_z)``, times unit-mean lognormal Lyα
-    forest fluctuations (:func:`~specclass.simulate.lines.lya_forest_fluctuations`);
-    SUBCLASS 'BROADLINE'. Pixels whose rest wavelength
+    forest fluctuations (:func:`~specclass.simulate.lines.lya_forest_fluctuations`), plus
+    host-galaxy starlight below z = 0.8 (:data:`HOST_FRACTION`); SUBCLASS 'BROADLINE'. Pixels whose rest wavelength
     lies outside the template get ``ivar = 0``.
 
 All classes then get a smooth spectrophotometric calibration error
@@ -94,6 +94,13 @@ STAR_SEQUENCE: tuple[str, ...] = (
 #: (first and second Legendre terms across the grid): SDSS spectrophotometry is good to
 #: ~4 % (Adelman-McCarthy et al. 2008, ApJS 175, 297, sect. 3.1).
 FLUXCAL_SIGMA = 0.03
+
+#: Quasars below ``HOST_Z_MAX`` get host-galaxy starlight making a fraction
+#: ``U(HOST_FRACTION)`` of the flux at rest 5100 Å: at z < 0.8 the host typically gives
+#: 0-60 % of an SDSS quasar's optical light (Vanden Berk et al. 2006, AJ 131, 84;
+#: Shen et al. 2011, ApJS 194, 45, sect. 3.3).
+HOST_Z_MAX = 0.8
+HOST_FRACTION = (0.0, 0.6)
 
 #: r-band approximation used for the flux scale: top-hat 5500-6900 Å with pivot
 #: wavelength 6166 Å (SDSS r, Doi et al. 2010, AJ 139, 1628).
@@ -343,7 +350,19 @@ class Simulator:
         z = float(rng.uniform(*self.config.qso_z))
         flux, cov, c = self._eigen_continuum(rng, "QSO", z)
         flux = flux * L.lya_forest_fluctuations(rng, self.loglam, z)
-        return flux, cov, {"class": "QSO", "subclass": "BROADLINE", "z": z, "template": self.templates["QSO"].file}
+        info: dict[str, Any] = {"class": "QSO", "subclass": "BROADLINE", "z": z, "template": self.templates["QSO"].file}
+        if z < HOST_Z_MAX:
+            # host galaxy starlight: a line-less galaxy continuum at the same z, scaled so it
+            # makes a fraction f_host of the total at rest 5100 Å (or the reddest 100 Å on the grid)
+            f_host = float(rng.uniform(*HOST_FRACTION))
+            host, _, _ = self._eigen_continuum(rng, "GALAXY", z, self.galaxy_kernels[""])
+            ref = min(np.log10(5100.0 * (1 + z)), self.loglam[-1] - 0.005)
+            win = np.abs(self.loglam - ref) < 0.004
+            q_ref, h_ref = float(np.median(flux[win])), float(np.median(host[win]))
+            if q_ref > 0 and h_ref > 0:
+                flux = flux + host * (f_host / (1 - f_host)) * q_ref / h_ref
+                info["host_fraction"] = f_host
+        return flux, cov, info
 
     # ----------------------------------------------------------- one spectrum
     def spectrum(self, rng: np.random.Generator, class_: str, subclass: str = "") -> dict[str, Any]:
@@ -417,7 +436,8 @@ class Simulator:
         S/N), ``sim_rmag`` (AB r), ``sim_ebv`` (Milky-Way E(B-V)), ``sim_template``,
         ``sim_ivar_source`` (real file whose ivar shape was used), and for emission-line
         galaxies ``sim_log_nii_ha``, ``sim_log_oiii_hb``, ``sim_ew_halpha`` (rest Å),
-        ``sim_sigma_kms`` (NaN otherwise). ``attrs`` record the method, config, seed,
+        ``sim_sigma_kms``, and for quasars at z < :data:`HOST_Z_MAX` ``sim_host_fraction``
+        (NaN otherwise). ``attrs`` record the method, config, seed,
         package version and the sha256 of every asset used.
 
         Memory: the whole dataset is built in memory (about 30 kB per spectrum on the
@@ -443,7 +463,7 @@ class Simulator:
         truth = np.zeros((n, npix), np.float32) if return_truth else None
         cols: dict[str, list[Any]] = {k: [] for k in (
             "class", "subclass", "z", "sim_snr", "sim_rmag", "sim_ebv", "sim_template", "sim_ivar_source",
-            "sim_log_nii_ha", "sim_log_oiii_hb", "sim_ew_halpha", "sim_sigma_kms")}
+            "sim_log_nii_ha", "sim_log_oiii_hb", "sim_ew_halpha", "sim_sigma_kms", "sim_host_fraction")}
         labels = np.zeros(n, np.int32)
         rng = np.random.default_rng([cfg.seed, 0])
         it = range(n)
@@ -466,7 +486,7 @@ class Simulator:
                            ("sim_rmag", "rmag"), ("sim_ebv", "ebv"), ("sim_template", "template"),
                            ("sim_ivar_source", "ivar_source"), ("sim_log_nii_ha", "log_nii_ha"),
                            ("sim_log_oiii_hb", "log_oiii_hb"), ("sim_ew_halpha", "ew_halpha"),
-                           ("sim_sigma_kms", "sigma_kms")):
+                           ("sim_sigma_kms", "sigma_kms"), ("sim_host_fraction", "host_fraction")):
                 cols[k].append(s.get(src, np.nan))
         elapsed = time.perf_counter() - t0
         order = np.random.default_rng([cfg.seed, 2]).permutation(n)
