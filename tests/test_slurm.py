@@ -6,12 +6,11 @@ The tests that need a running SLURM are in ``test_slurm_cluster.py``.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
+import time
 
 import numpy as np
 import pytest
@@ -103,8 +102,6 @@ def test_forwarding_shell_passes_usr1_to_the_command_and_keeps_its_status(tmp_pa
     for _ in range(200):
         if (tmp_path / "ready").exists():
             break
-        import time
-
         time.sleep(0.05)
     proc.send_signal(signal.SIGUSR1)
     out, _ = proc.communicate(timeout=20)

@@ -543,8 +543,8 @@ def wait(job_ids: Iterable[str], *, timeout: float = 600.0, poll: float = 2.0,
     end = time.monotonic() + timeout
     while True:
         rows = status(ids, env=env)
-        queued = _squeue(ids, None, env)
-        if not queued and rows and all(r.finished for r in rows):
+        queued = any(r.source == "squeue" for r in rows)  # squeue lists only jobs not yet ended
+        if rows and not queued and all(r.finished for r in rows):
             return rows
         if time.monotonic() > end:
             raise TimeoutError(f"jobs {ids} not finished after {timeout:g} s: "
