@@ -1,0 +1,180 @@
+"""Predict with a run folder: FITS file == its dataset row, preprocessing re-applied, failures, CSV, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from specclass import persistence  # noqa: E402
+from specclass.models import get_model  # noqa: E402
+from specclass.predict import predict_dataset, predict_files  # noqa: E402
+from specclass.preprocessing import Preprocessor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def inputs(sdss_dir: Path) -> list[Path]:
+    """Real spectra in several layouts: spec-lite, EXTNAME-less lite, DR7 spSpec (.fit and .fit.gz)."""
+    return [sdss_dir / "spectra3", sdss_dir / "dr7", *sorted((sdss_dir / "spectra2").glob("spec-*.fits"))[:12]]
+
+
+@pytest.fixture(scope="module")
+def real_ds(inputs):
+    from specclass.spectra.build import build_dataset
+
+    ds, _ = build_dataset(inputs, labels="class3")
+    assert len(ds) >= 20
+    return ds
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, real_ds) -> Path:
+    """A run folder with a briefly trained two-channel resnet (flux + good-pixel weight)."""
+    pre = Preprocessor.from_dataset(real_ds, channels=2)
+    x = pre.transform(real_ds.flux, real_ds.ivar)
+    keras.utils.set_random_seed(0)
+    model = get_model("spectral_resnet", pre.input_length, len(pre.class_names), channels=2, filters=[8, 16, 16])
+    model.fit(x, np.clip(real_ds.labels, 0, None), epochs=2, batch_size=8, verbose=0)
+    run = tmp_path_factory.mktemp("run")
+    persistence.save_run(run, model, pre, {"model": "spectral_resnet"}, formats=["keras", "h5"])
+    return run
+
+
+def _probs(row, class_names):
+    return np.array([row[f"p_{c}"] for c in class_names])
+
+
+def _logp(p):
+    """Log-probabilities (compared instead of probabilities, which saturate near 0 and 1)."""
+    return np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-30, 1.0))
+
+
+def test_predict_on_fits_equals_predict_on_dataset_row(run_dir, real_ds, inputs):
+    rows, failures = predict_files(run_dir, inputs)
+    ds_rows = predict_dataset(run_dir, real_ds)
+    assert len(ds_rows) == len(real_ds)
+    by_file = {Path(r["file"]).resolve(): r for r in rows}
+    names = real_ds.class_names
+    matched = 0
+    for r in ds_rows:
+        f = by_file[Path(r["file"]).resolve()]
+        np.testing.assert_allclose(_probs(f, names), _probs(r, names), rtol=0, atol=2e-6, err_msg=r["file"])
+        assert f["predicted_class"] == r["predicted_class"]
+        assert (f["plate"], f["mjd"], f["fiberid"]) == (r["plate"], r["mjd"], r["fiberid"])
+        matched += 1
+    assert matched == len(real_ds) >= 20
+    # the model does discriminate: not one constant answer
+    p = np.array([_probs(r, names) for r in ds_rows])
+    assert p.std(axis=0).max() > 1e-3
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    # the h5 copy of the model gives the same answers
+    rows_h5, _ = predict_files(run_dir, inputs, fmt="h5")
+    np.testing.assert_allclose([_probs(r, names) for r in rows_h5], [_probs(r, names) for r in rows], atol=1e-6)
+
+
+def test_preprocessing_is_reapplied_from_the_run_folder(tmp_path, run_dir, sdss_dir):
+    from specclass.io import read_spectrum
+
+    path = sorted((sdss_dir / "spectra3").glob("spec-*.fits"))[0]
+    run = persistence.load_run(run_dir)
+    spectrum = read_spectrum(path)
+    expected = run.model.predict(run.preprocessor.transform_spectrum(spectrum), verbose=0)[0]
+    rows, failures = predict_files(run_dir, [path])
+    assert not failures
+    np.testing.assert_allclose(_probs(rows[0], run.class_names), expected, atol=1e-6)
+    # raw (un-normalised) flux would give another answer, so the normalisation matters here
+    flux, ivar = run.preprocessor.grid_spectrum(spectrum)
+    raw = np.stack([flux, (ivar > 0).astype(np.float32)], axis=-1)[None]
+    assert np.abs(_logp(run.model.predict(raw, verbose=0)[0]) - _logp(expected)).max() > 1e-2
+    # predict reads preprocessing.json: change it and the predictions follow
+    other = tmp_path / "run"
+    other.mkdir()
+    for name in ("model.keras", "config.json"):
+        (other / name).write_bytes((run_dir / name).read_bytes())
+    d = json.loads((run_dir / "preprocessing.json").read_text())
+    d["normalisation"] = "none"
+    (other / "preprocessing.json").write_text(json.dumps(d))
+    rows2, _ = predict_files(other, [path])
+    assert np.abs(_logp(_probs(rows2[0], run.class_names)) - _logp(expected)).max() > 1e-2
+
+
+def test_unreadable_and_empty_spectra_get_a_reason_and_csv_is_written(tmp_path, run_dir, sdss_dir):
+    html = tmp_path / "spec-0000-00000-0000.fits"
+    html.write_text("<html><body>502 Bad Gateway</body></html>")
+    masked = sdss_dir / "spectra" / "spec-0269-51581-0003.fits"  # ivar = 0 everywhere (PROVENANCE.md)
+    good = sorted((sdss_dir / "spectra3").glob("spec-*.fits"))[:3]
+    out = tmp_path / "out" / "predictions.csv"
+    out.parent.mkdir()
+    rows, failures = predict_files(run_dir, [*good, html, masked], out=out)
+    assert len(rows) == 3
+    reasons = {Path(f["file"]).name: f["reason"] for f in failures}
+    assert set(reasons) == {html.name, masked.name}
+    assert reasons[html.name] and "good pixels" in reasons[masked.name]
+    with out.open() as fh:
+        table = list(csv.DictReader(fh))
+    class_names = persistence.load_preprocessor(run_dir).class_names
+    assert list(table[0]) == ["file", "row", "plate", "mjd", "fiberid", "file_class", "file_subclass", "z",
+                              "zwarning", "predicted_class", "probability", *[f"p_{c}" for c in class_names],
+                              "reason"]
+    assert len(table) == 5
+    assert [t["reason"] == "" for t in table] == [True, True, True, False, False]
+    assert all(t["predicted_class"] in class_names for t in table[:3])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv"]  # no temp file left
+
+
+def test_predict_dataset_refuses_another_grid(run_dir, real_ds):
+    from specclass.spectra.dataset import SpectralDataset
+
+    shifted = SpectralDataset(real_ds.flux, real_ds.ivar, real_ds.labels, real_ds.class_names,
+                              real_ds.loglam + 1e-4, meta=real_ds.meta, attrs=real_ds.attrs)
+    with pytest.raises(ValueError, match="grid"):
+        predict_dataset(run_dir, shifted)
+
+
+def test_cli_train_predict_evaluate_models(tmp_path, real_ds, inputs, capsys):
+    from specclass.cli import main
+
+    ds_path = real_ds.save(tmp_path / "ds.h5")
+    run = tmp_path / "run"
+    assert main(["train", str(ds_path), "--model", "spectral_tutorial", "--epochs", "1", "--batch-size", "16",
+                 "--out", str(run), "--quiet", "--save-formats", "keras,json", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "done: 1 epochs" in out and "model_keras" in out
+    assert (run / "model.json").is_file() and json.loads((run / "config.json").read_text())["seed"] == 5
+
+    csv_path = tmp_path / "p.csv"
+    assert main(["predict", str(run), *map(str, inputs), "--out", str(csv_path), "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert f"-> {csv_path}" in out and "classified" in out
+    with csv_path.open() as fh:
+        assert sum(1 for r in csv.DictReader(fh) if not r["reason"]) >= len(real_ds)
+
+    assert main(["evaluate", str(run), str(ds_path), "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    assert "balanced_accuracy=" in out and (run / "metrics.json").is_file() and (run / "report.html").is_file()
+
+    # user errors: exit 2 with a message that names the problem
+    assert main(["train", str(ds_path), "--model", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "known models" in capsys.readouterr().err
+    assert main(["train", str(ds_path), "--model", "spectral_tutorial", "--model-option", "dropout=0.1",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "dropout" in capsys.readouterr().err
+    assert main(["train", str(ds_path), "--model", "spectral_tutorial", "--epochs", "2", "--batch-size", "8",
+                 "--out", str(run)]) == 2
+    assert "different run" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "norun"), str(inputs[0]), "--out", str(tmp_path / "q.csv")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
+
+
+def test_python_m_specclass_models_lists_the_registry():
+    out = subprocess.run([sys.executable, "-m", "specclass", "models"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "spectral_resnet (default)" in out.stdout and "spectral_tutorial" in out.stdout
+    assert "options:" in out.stdout
