@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -165,6 +166,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 for model_name in args.models:
                     tag = f"{scheme}-{selection}-{train_name}-{model_name}"
                     run_dir = args.work / tag
+                    if run_dir.exists():  # this benchmark's own scratch folder: always train afresh
+                        shutil.rmtree(run_dir)
                     t0 = time.time()
                     res = train(
                         trainable, model_name=model_name, out_dir=run_dir, epochs=args.epochs,
