@@ -384,3 +384,32 @@ def test_cli_writes_a_dataset(tmp_path):
     assert res.returncode == 2 and "--overwrite" in res.stderr
     bad = subprocess.run(cmd[:-3] + ["--snr", "20", "5", "--overwrite"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "snr_range" in bad.stderr
+
+
+def test_robust_mean_cov_drops_outliers():
+    from specclass.simulate.assets import robust_mean_cov
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 1.0, size=(200, 3))
+    x[:3] = 50.0
+    mean, cov, keep = robust_mean_cov(x)
+    assert not keep[:3].any() and keep[3:].all()
+    assert np.all(np.abs(mean) < 0.3) and np.allclose(np.diag(cov), 1.0, atol=0.3)
+
+
+@pytest.mark.slow
+def test_shipped_assets_are_what_the_builder_makes(sdss_dir, tmp_path):
+    """``python -m specclass.simulate.assets`` on ../shared/data/sdss reproduces the shipped files."""
+    from specclass.simulate.assets import build_assets
+    from specclass.simulate.templates import templates_dir
+
+    summary = build_assets(sdss_dir, tmp_path, max_bank=64)
+    assert summary["ivar_rows"] == 64
+    new = json.loads((tmp_path / "coefficient_priors.json").read_text())["priors"]
+    old = json.loads((templates_dir() / "coefficient_priors.json").read_text())["priors"]
+    for kind in ("GALAXY", "QSO"):
+        assert new[kind]["files"] == old[kind]["files"]
+        np.testing.assert_allclose(new[kind]["samples"], old[kind]["samples"], rtol=1e-6, atol=1e-9)
+    with np.load(tmp_path / "ivar_bank.npz") as a, np.load(templates_dir() / "ivar_bank.npz") as b:
+        np.testing.assert_array_equal(a["ivar"], b["ivar"])
+        assert a["files"].tolist() == b["files"].tolist()
