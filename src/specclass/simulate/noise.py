@@ -26,7 +26,7 @@ from specclass.simulate.lines import air_to_vacuum
 #: :func:`~specclass.simulate.lines.air_to_vacuum`. These are where SDSS sky subtraction
 #: leaves its largest residuals (Stoughton et al. 2002, AJ 123, 485, sect. 4.10).
 SKY_LINES_AIR: tuple[float, ...] = (
-    5577.338, 5889.950, 5895.924, 6300.304, 6363.776, 6863.955, 7276.405, 7316.282,
+    5577.338, 5889.950, 5895.924, 6300.304, 6363.776, 6863.955, 7244.94, 7276.405, 7316.282,
     7340.885, 7750.640, 7794.112, 7821.503, 7913.708, 7993.332, 8344.602, 8399.170,
     8430.174, 8827.096, 8885.850, 8919.610, 8958.100, 9001.000,
 )
