@@ -279,9 +279,12 @@ trap '_specclass_forward TERM' TERM
 child=$!
 status=0
 wait "$child" || status=$?
-while kill -0 "$child" 2>/dev/null; do  # wait was interrupted by a forwarded signal
+while [ "$status" -gt 128 ]; do  # wait was interrupted by a trapped signal (or the child died of one)
+    previous=$status
     status=0
-    wait "$child" || status=$?
+    wait "$child" || status=$?      # bash keeps a finished child's status for a second wait
+    [ "$status" -eq 127 ] && status=$previous
+    [ "$status" -eq "$previous" ] && break
 done
 echo "specclass job ${{SLURM_JOB_ID:-?}}: command exited with status $status"
 exit "$status"
