@@ -9,7 +9,7 @@ writes:
   projecting real SDSS spectra
   (rest frame, from their pipeline ``Z``) onto the shipped spEigen eigenspectra with
   ivar-weighted least squares, the same linear fit the SDSS pipeline does
-  (Bolton et al. 2012, AJ 144, 144, sect. 3). Galaxy fits mask the emission-line
+  (Bolton et al. 2012, AJ 144, 144). Galaxy fits mask the emission-line
   windows; quasar fits keep them. Ratios further than 5 robust sigma from the median
   are dropped before the mean/covariance are taken.
 * ``ivar_bank.npz`` -- real ``ivar`` rows (sky fibres, galaxies, one epoch per quasar)

@@ -45,7 +45,7 @@ LINES_VACUUM: dict[str, float] = {
 }
 
 #: Case B recombination ratios to Hβ at T = 10^4 K, n_e = 100 cm^-3
-#: (Osterbrock & Ferland 2006, *Astrophysics of Gaseous Nebulae*, table 4.4).
+#: (Osterbrock & Ferland 2006, *Astrophysics of Gaseous Nebulae*, 2nd ed.).
 CASE_B_TO_HBETA = {"Halpha": 2.86, "Hgamma": 0.468, "Hdelta": 0.259}
 
 #: Fixed doublet ratios from atomic physics (Storey & Zeippen 2000, MNRAS 312, 813):
@@ -118,10 +118,10 @@ def draw_line_ratios(rng: np.random.Generator, kind: str, margin: float = 0.1) -
 
     Star-forming: ``x`` uniform in [-1.1, -0.25], ``y`` below ``min(Kauffmann03, SDSS) - margin``
     by a half-normal offset (scale 0.25 dex), floored at -1.0 (the locus of SDSS HII
-    galaxies, Kauffmann et al. 2003 fig. 1). AGN: ``x`` uniform in [-0.25, 0.35],
+    galaxies, Kauffmann et al. 2003). AGN: ``x`` uniform in [-0.25, 0.35],
     ``y`` uniform between ``max(Kewley01, SDSS) + margin`` and 1.15 (Seyferts and LINERs,
     Kewley et al. 2006, MNRAS 372, 961). [SII]/Hα, [OI]/Hα and [OII]/Hβ follow the same
-    sequences (ranges from Kewley et al. 2006, figs. 4-5).
+    sequences (ranges from Kewley et al. 2006).
 
     Returns:
         ``{'log_nii_ha', 'log_oiii_hb', 'log_sii_ha', 'log_oi_ha', 'log_oii_hb'}`` (dex).

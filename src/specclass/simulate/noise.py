@@ -22,9 +22,9 @@ from specclass.simulate.lines import air_to_vacuum
 
 #: Bright night-sky lines, **air** Å: [OI] 5577.338, Na I D 5889.95/5895.92, [OI] 6300.304
 #: and 6363.776 (Osterbrock et al. 1996, PASP 108, 277), and strong OH Meinel-band lines
-#: in the red (Osterbrock et al. 1996, table 2). Converted to vacuum with
+#: in the red (Osterbrock et al. 1996). Converted to vacuum with
 #: :func:`~specclass.simulate.lines.air_to_vacuum`. These are where SDSS sky subtraction
-#: leaves its largest residuals (Stoughton et al. 2002, AJ 123, 485, sect. 4.10).
+#: leaves its largest residuals (Stoughton et al. 2002, AJ 123, 485).
 SKY_LINES_AIR: tuple[float, ...] = (
     5577.338, 5889.950, 5895.924, 6300.304, 6363.776, 6863.955, 7244.94, 7276.405, 7316.282,
     7340.885, 7750.640, 7794.112, 7821.503, 7913.708, 7993.332, 8344.602, 8399.170,

@@ -91,13 +91,13 @@ STAR_SEQUENCE: tuple[str, ...] = (
 
 #: rms of the smooth multiplicative spectrophotometric error applied to every spectrum
 #: (first and second Legendre terms across the grid): SDSS spectrophotometry is good to
-#: ~4 % (Adelman-McCarthy et al. 2008, ApJS 175, 297, sect. 3.1).
+#: ~4 % (Adelman-McCarthy et al. 2008, ApJS 175, 297).
 FLUXCAL_SIGMA = 0.03
 
 #: Quasars below ``HOST_Z_MAX`` get host-galaxy starlight making a fraction
 #: ``U(HOST_FRACTION)`` of the flux at rest 5100 Å: at z < 0.8 the host typically gives
 #: 0-60 % of an SDSS quasar's optical light (Vanden Berk et al. 2006, AJ 131, 84;
-#: Shen et al. 2011, ApJS 194, 45, sect. 3.3).
+#: Shen et al. 2011, ApJS 194, 45).
 HOST_Z_MAX = 0.8
 HOST_FRACTION = (0.0, 0.6)
 
@@ -112,7 +112,7 @@ RMAG_RANGE = {"STAR": (14.5, 20.0), "GALAXY": (14.5, 17.77), "QSO": (17.0, 21.0)
 C_KMS = L.C_KMS
 
 #: Kernel width of the coefficient draws, in units of Scott's bandwidth. Scott's rule is
-#: optimal for Gaussian data and oversmooths multimodal data (Scott 1992, sect. 6.3), here
+#: optimal for Gaussian data and oversmooths multimodal data (Scott 1992), here
 #: the red/blue galaxy bimodality, so half of it is used: the draws then reproduce the
 #: real spectra's 4000 Å-to-5500 Å colour quartiles (0.57/0.69/0.85 real vs ~0.65/0.76/0.93
 #: drawn before the positivity check) instead of shifting them blue.

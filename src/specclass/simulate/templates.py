@@ -164,7 +164,7 @@ class CoefficientPrior:
     """Distribution of eigen-coefficient ratios ``c[1:]/c[0]`` fitted to real spectra.
 
     Draws are from a Gaussian kernel-density estimate (Scott 1992, *Multivariate Density
-    Estimation*, sect. 6.3): pick one real spectrum's ratio vector, add
+    Estimation*): pick one real spectrum's ratio vector, add
     ``N(0, h² cov)`` with Scott's bandwidth ``h = n^(-1/(d+4))``. Unlike one Gaussian
     around the mean, this keeps the real bimodality (red quiescent vs blue star-forming
     continua) and stays near combinations real spectra actually have.
