@@ -8,8 +8,8 @@ Files (in ``specclass/templates/``; provenance in ``templates/PROVENANCE.md``):
 * ``spEigenQSO-55732.fits`` -- 4 quasar eigenspectra (BOSS), rest frame 450-10400 Å.
 
 Each is a primary image ``(n_templates, npix)`` float32 with the log-lambda wavelength
-``loglam = COEFF0 + COEFF1 * i`` (vacuum Å; idlspec2d data model for spEigen files,
-data.sdss.org/datamodel/files/SPECTRO_REDUX/spEigen.html). They are the templates the SDSS
+``loglam = COEFF0 + COEFF1 * i`` (vacuum Å; the ``COEFF0``/``COEFF1`` header keywords
+idlspec2d writes, as in the spec files). They are the templates the SDSS
 pipeline itself fits to every spectrum (Bolton et al. 2012, AJ 144, 144), so they
 are already at SDSS resolution (R ~ 2000) and on SDSS's 1e-4 dex pixel step.
 
