@@ -21,6 +21,7 @@ Also usable by hand, e.g. to try the README's commands::
 
 from __future__ import annotations
 
+import atexit
 import getpass
 import os
 import shutil
@@ -177,6 +178,7 @@ NodeName={self.node_name} NodeAddr=127.0.0.1 {hw} State=UNKNOWN
                 ``timeout`` seconds; the message holds the tail of the daemons' logs.
         """
         self.write_config()
+        atexit.register(self.stop)  # no daemons left behind if the test run ends abruptly
         r = self.root
         self._spawn(
             [_which("munged"), "--foreground", "--force", f"--socket={self.munge_socket}",
@@ -257,7 +259,7 @@ def _main(argv: list[str]) -> int:  # pragma: no cover - manual use
         cluster.start()
         for p in cluster._procs:
             (root / "run" / "pids").open("a").write(f"{p.pid}\n")
-        cluster._procs.clear()  # keep the daemons running after this script exits
+        cluster._procs.clear()  # keep the daemons running after this script exits (atexit: nothing to stop)
         print(f"export SLURM_CONF={cluster.conf}")
         return 0
     pids = root / "run" / "pids"
