@@ -31,7 +31,7 @@ def trained(real_ds):
     """A resnet with non-trivial weights and batch-norm statistics (a few real training steps)."""
     pre = Preprocessor.from_dataset(real_ds, channels=2)
     x = pre.transform(real_ds.flux, real_ds.ivar)
-    model = get_model("spectral_resnet", pre.input_length, len(pre.class_names), channels=2, filters=[8, 16, 16])
+    model = get_model("spectral_resnet", pre.input_length, len(pre.class_names), channels=2, filters=[16, 32])
     keras.utils.set_random_seed(1)
     model.fit(x, np.clip(real_ds.labels, 0, None), epochs=2, batch_size=8, verbose=0)
     return model, pre, x

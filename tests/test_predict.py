@@ -40,7 +40,7 @@ def run_dir(tmp_path_factory, real_ds) -> Path:
     pre = Preprocessor.from_dataset(real_ds, channels=2)
     x = pre.transform(real_ds.flux, real_ds.ivar)
     keras.utils.set_random_seed(0)
-    model = get_model("spectral_resnet", pre.input_length, len(pre.class_names), channels=2, filters=[8, 16, 16])
+    model = get_model("spectral_resnet", pre.input_length, len(pre.class_names), channels=2, filters=[16, 32])
     model.fit(x, np.clip(real_ds.labels, 0, None), epochs=2, batch_size=8, verbose=0)
     run = tmp_path_factory.mktemp("run")
     persistence.save_run(run, model, pre, {"model": "spectral_resnet"}, formats=["keras", "h5"])

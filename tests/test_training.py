@@ -143,7 +143,7 @@ def test_augmented_two_channel_resnet_trains(tmp_path, real_ds):
     run = tmp_path / "run"
     res = train(real_ds, "spectral_resnet", run, epochs=1, batch_size=32, seed=1, verbose=0, augment=True,
                 channels=2, monitor="val_balanced_accuracy", early_stopping=3,
-                model_options={"filters": [8, 16, 16]})
+                model_options={"filters": [16, 32]})
     assert res.model.input_shape[-1] == 2
     pre = persistence.load_preprocessor(run)
     assert pre.channels == 2

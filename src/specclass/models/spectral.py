@@ -17,12 +17,15 @@ models load with ``safe_mode=True`` under any Keras backend.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import keras
 from keras import layers
 
 from specclass.models import register_model
+
+log = logging.getLogger(__name__)
 
 
 def _conv_out(length: int, kernel: int, stride: int) -> int:
@@ -197,7 +200,12 @@ def spectral_resnet(
         n_classes: number of classes.
         channels: 1 = normalised flux; 2 = flux and good-pixel weight
             (see :class:`specclass.preprocessing.Preprocessor`).
-        filters: filters per residual stage (one stride-2 block each).
+        filters: filters per residual stage (one stride-2 block each). Keep
+            them >= 16: with TensorFlow 2.21's oneDNN CPU kernels, training this
+            network with 8-filter convolutions intermittently corrupted the heap
+            (``double free or corruption``) on our 2-core AVX-512 machine, while
+            16-64 filters, ``TF_ENABLE_ONEDNN_OPTS=0`` or the JAX backend did not;
+            a warning is logged for fewer than 16 on TensorFlow.
         kernel_size: kernel of each block's first (strided) convolution; the second uses 3.
         stem_kernel: kernel of the full-resolution stem convolution.
         stem_strides: stride of the stem (1 or 2).
@@ -220,6 +228,11 @@ def spectral_resnet(
     filters = [int(f) for f in filters]
     if not filters or min(filters) < 1:
         raise ValueError(f"spectral_resnet: filters must be a non-empty list of positive ints, got {filters}")
+    if min(filters) < 16 and keras.backend.backend() == "tensorflow":
+        log.warning(
+            "spectral_resnet: filters=%s has a stage with < 16 filters; TensorFlow's oneDNN CPU kernels have "
+            "crashed training such networks (heap corruption). Use >= 16 or TF_ENABLE_ONEDNN_OPTS=0.", filters
+        )
     if input_length < 2 ** len(filters):
         raise ValueError(
             f"spectral_resnet: input_length={input_length} is too short for {len(filters)} "
