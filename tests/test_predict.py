@@ -74,8 +74,9 @@ def test_predict_on_fits_equals_predict_on_dataset_row(run_dir, real_ds, inputs)
     p = np.array([_probs(r, names) for r in ds_rows])
     assert p.std(axis=0).max() > 1e-3
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
-    # the h5 copy of the model gives the same answers
-    rows_h5, _ = predict_files(run_dir, inputs, fmt="h5")
+    # the h5 copy of the model gives the same answers, also when classified in small chunks
+    rows_h5, _ = predict_files(run_dir, inputs, fmt="h5", chunk=7)
+    assert [r["file"] for r in rows_h5] == [r["file"] for r in rows]
     np.testing.assert_allclose([_probs(r, names) for r in rows_h5], [_probs(r, names) for r in rows], atol=1e-6)
 
 

@@ -97,6 +97,7 @@ def predict_files(
     fmt: str = "keras",
     min_good_pixels: int = 1,
     progress: bool = False,
+    chunk: int = 2048,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify spectrum files with a run folder.
 
@@ -111,6 +112,7 @@ def predict_files(
         min_good_pixels: spectra with fewer good pixels on the run's grid are
             reported as failures instead of being classified.
         progress: show a tqdm progress bar over files.
+        chunk: spectra gridded and held in memory before they are classified.
 
     Returns:
         ``(rows, failures)``: one dict per spectrum classified (see module
@@ -128,6 +130,16 @@ def predict_files(
     fluxes: list[np.ndarray] = []
     ivars: list[np.ndarray] = []
     failures: list[dict[str, str]] = []
+    rows: list[dict[str, Any]] = []
+
+    def flush() -> None:  # classify what is buffered (bounded memory for many files)
+        if metas:
+            proba = predict_arrays(run.model, pre, np.stack(fluxes), np.stack(ivars), batch_size=batch_size)
+            rows.extend(_row(meta, p, pre.class_names) for meta, p in zip(metas, proba))
+            metas.clear()
+            fluxes.clear()
+            ivars.clear()
+
     it: Iterable = iter_spectra(files)
     if progress:
         from tqdm import tqdm
@@ -162,10 +174,9 @@ def predict_files(
         })
         fluxes.append(flux)
         ivars.append(ivar)
-    rows: list[dict[str, Any]] = []
-    if metas:
-        proba = predict_arrays(run.model, pre, np.stack(fluxes), np.stack(ivars), batch_size=batch_size)
-        rows = [_row(meta, p, pre.class_names) for meta, p in zip(metas, proba)]
+        if len(metas) >= chunk:
+            flush()
+    flush()
     if out is not None:
         write_predictions_csv(out, rows, failures, pre.class_names)
     return rows, failures
