@@ -124,7 +124,12 @@ def test_spectral_resnet_design():
     assert stem.input.shape[1] == L
     assert kinds.count("BatchNormalization") >= len(convs)
     assert "Add" in kinds  # residual connections
-    assert "GlobalAveragePooling1D" in kinds and "GlobalMaxPooling1D" in kinds
+    assert "Flatten" in kinds  # default head keeps positions on the grid
+    pooled = get_model("spectral_resnet", L, 4, head="global")
+    pooled_kinds = [type(lay).__name__ for lay in pooled.layers]
+    assert "GlobalAveragePooling1D" in pooled_kinds and "GlobalMaxPooling1D" in pooled_kinds
+    with pytest.raises(ValueError, match="head"):
+        get_model("spectral_resnet", L, 4, head="attention")
     assert "Dropout" in kinds
     assert max(c.get_config()["filters"] for c in convs) <= 64
     assert model.count_params() < 200_000
