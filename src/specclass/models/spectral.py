@@ -193,12 +193,13 @@ def spectral_resnet(
       linear warm-up (``keras.optimizers.schedules.CosineDecay``);
       :func:`specclass.training.train` sets ``decay_steps`` to the run's total
       steps.
-    * **Small on purpose** (~70k parameters, ~6 M multiply-adds per 3,801-pixel
-      spectrum, about as many as the tutorial network's ~5 M): measured at
-      0.7-0.8x the tutorial network's inference rate on the same two CPU cores,
-      i.e. > 2,000 spectra/s where the tutorial does ~3,400/s. Running the stem
-      at stride 1 without pooling (``stem_strides=1, stem_pool=1``) keeps every
-      pixel but is ~4x slower.
+    * **Small on purpose** (~69-73k parameters, ~6 M multiply-adds per 3,801-pixel
+      spectrum, about as many as the tutorial network's ~5 M). Measured with
+      ``model.predict`` from arrays (batch 256) on the shared 2-core machine:
+      3,600-3,850 spectra/s, against 5,900-8,500/s for the tutorial network in
+      the same runs (0.45-0.65x; the machine was shared, so figures vary).
+      Running the stem at stride 1 without pooling (``stem_strides=1,
+      stem_pool=1``) keeps every pixel but is ~2-4x slower.
 
     Args:
         input_length: pixels per spectrum ``L`` (>= 2**len(filters)).
