@@ -206,3 +206,51 @@ def test_training_loop_runs_under_jax(tmp_path, real_ds):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"backend": "jax", "epochs": 1}
+
+
+class _ProcessShare:
+    """This process as process ``index`` of ``n`` (what a multi-node strategy reports).
+
+    Only the data-feeding logic of :func:`train` reads these attributes; the single real
+    process trains on the rows a process of an ``n``-process run would feed.
+    """
+
+    def __init__(self, index: int, n: int) -> None:
+        self.process_index, self.num_processes = index, n
+
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def describe(self) -> dict:
+        return {"process_index": self.process_index, "num_processes": self.num_processes}
+
+
+def test_validation_smaller_than_a_global_batch_under_several_processes(tmp_path, real_ds):
+    """Regression (2-task SLURM run, JAX): a validation split smaller than one global batch left
+    each process no validation rows ("not enough values to unpack" in normalise), and the
+    val_balanced_accuracy callback's model.predict failed on arrays spanning other processes."""
+    split = real_ds.meta["split"]
+    keep = np.flatnonzero(split == 0)[:96].tolist() + np.flatnonzero(split == 1)[:5].tolist()
+    small = real_ds.subset(np.array(sorted(keep)))
+    assert ((small.meta["split"] == 1) & (small.labels >= 0)).sum() == 5
+    for index in (0, 1):
+        res = train(small, "spectral_tutorial", tmp_path / f"p{index}", epochs=1, batch_size=32, seed=3,
+                    verbose=0, strategy=_ProcessShare(index, 2))
+        # every process validates on the full validation set, so val_loss is defined
+        assert sum(res.config["val_class_counts"].values()) == 5
+        assert res.epochs_done == 1 and np.isfinite(res.history["val_loss"][0])
+        # the predict-based metric is skipped, not crashed on
+        assert "val_balanced_accuracy" not in res.history
+    with pytest.raises(ValueError, match="val_balanced_accuracy.*2 processes"):
+        train(small, "spectral_tutorial", tmp_path / "bad", epochs=1, batch_size=32,
+              strategy=_ProcessShare(0, 2), monitor="val_balanced_accuracy", verbose=0)
+
+
+def test_normalise_accepts_no_spectra(real_ds):
+    from specclass.preprocessing import Preprocessor
+
+    pre = Preprocessor.from_dataset(real_ds, channels=2)
+    x = pre.transform(real_ds.flux[:0], real_ds.ivar[:0])
+    assert x.shape == (0, real_ds.flux.shape[1], 2) and x.dtype == np.float32

@@ -196,6 +196,8 @@ class Preprocessor:
         flux = np.asarray(flux, dtype=np.float64)
         ivar = np.asarray(ivar, dtype=np.float64)
         good = (ivar > 0) & np.isfinite(ivar) & np.isfinite(flux)
+        if flux.shape[0] == 0:  # no spectra (e.g. a process's empty share): nothing to normalise
+            return np.zeros(flux.shape, dtype=np.float32), good
         n_good = good.sum(axis=1)
         masked = np.where(good, flux, np.nan)
         with warnings.catch_warnings():

@@ -243,14 +243,18 @@ def _callback_classes() -> dict[str, type]:
         Must come before the callbacks that read it (checkpoint, early stopping, CSV).
         """
 
-        def __init__(self, x_val: np.ndarray, y_val: np.ndarray, batch_size: int) -> None:
+        def __init__(self, x_val: np.ndarray, y_val: np.ndarray, batch_size: int, num_processes: int = 1) -> None:
             super().__init__()
             self.x_val, self.y_val, self.batch_size = x_val, y_val, batch_size
+            self.num_processes = int(num_processes)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             from sklearn.metrics import balanced_accuracy_score
 
-            if logs is None or not len(self.y_val):
+            # Under several processes (JAX multi-node) ``model.predict`` returns arrays spanning
+            # devices of other processes, which cannot be fetched: skip (``train`` refuses
+            # monitor="val_balanced_accuracy" there).
+            if logs is None or not len(self.y_val) or self.num_processes > 1:
                 return
             proba = self.model.predict(self.x_val, batch_size=self.batch_size, verbose=0)
             with _quiet_sklearn():
@@ -614,6 +618,11 @@ def train(
     n_proc = int(getattr(strategy, "num_processes", 1) or 1)
     proc = int(getattr(strategy, "process_index", 0) or 0)
     chief = proc == 0
+    if n_proc > 1 and monitor == "val_balanced_accuracy":
+        raise ValueError(
+            f"monitor='val_balanced_accuracy' is not available with {n_proc} processes (model.predict cannot "
+            "fetch outputs spanning other processes' devices); use monitor='val_loss' or 'val_accuracy'"
+        )
     local_batch = batch_size // n_proc
     if n_proc > 1 and batch_size % n_proc:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {n_proc} processes")
@@ -669,8 +678,12 @@ def train(
         perm = np.random.default_rng(seed).permutation(train_idx.size)
         rows = perm[process_batch_rows(train_idx.size, batch_size, proc, n_proc)]
         train_idx, y_train, w_train = train_idx[rows], y_train[rows], w_train[rows]
-        vrows = process_batch_rows(val_idx.size, batch_size, proc, n_proc)
-        val_idx, y_val = val_idx[vrows], y_val[vrows]
+        # Validation: every process feeds the FULL validation set (in the same order, with the
+        # same local batch size, so all take the same number of steps). Sharding it like the
+        # training rows left a process with no rows at all when the validation split is
+        # smaller than one global batch, and dropped the rows of the last incomplete batch.
+        # Each row then appears once per process in the global validation batches, which
+        # leaves the averaged val_loss/val_accuracy unchanged.
     x_val = preprocessor.transform(dataset.flux[val_idx], dataset.ivar[val_idx])
 
     config: dict[str, Any] = {
@@ -729,7 +742,7 @@ def train(
     if early_stopping is not None:
         early = cb["ResumableEarlyStopping"](restored=state.get("early_stopping"), monitor=monitor,
                                              mode=MONITORS[monitor], patience=early_stopping, verbose=1)
-    callbacks: list[Any] = [cb["ValidationBalancedAccuracy"](x_val, y_val, local_batch), guard,
+    callbacks: list[Any] = [cb["ValidationBalancedAccuracy"](x_val, y_val, local_batch, n_proc), guard,
                             keras.callbacks.TerminateOnNaN()]
     if chief:
         callbacks.append(checkpoint)
