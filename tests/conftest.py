@@ -38,3 +38,20 @@ def shared_data() -> Path:
 def sdss_dir(shared_data: Path) -> Path:
     """``Path`` to ``../shared/data/sdss``."""
     return shared_data / "sdss"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    """Clear Keras' global state after every test that used it (as keras' own tests do).
+
+    Without it, graphs and layer-name counters of hundreds of models pile up in one
+    pytest process; TensorFlow then crashed late in the full suite (a segfault in
+    a train step that passes on its own).
+    """
+    yield
+    import gc
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
