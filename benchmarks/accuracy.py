@@ -144,7 +144,9 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any]:
+    """Train and evaluate every combination; ``on_row(report_so_far)`` after each trained model
+    (``main`` writes the partial tables then, so an interrupted run keeps what it measured)."""
     from specclass.evaluation import evaluate_predictions
     from specclass.training import train
 
@@ -191,10 +193,17 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                         m = evaluate_predictions(eds.labels, proba, eds.class_names, eds.meta)
                         row["eval"][name] = summarise(m)
                     results.append(row)
+                    if on_row is not None:
+                        on_row(_report(args, results, t_start, complete=False))
                     print(f"[{time.time() - t_start:7.0f}s] {tag}: " + ", ".join(
                         f"{k} bal.acc {v['balanced_accuracy']:.3f}" for k, v in row["eval"].items()), flush=True)
+    return _report(args, results, t_start, complete=True)
+
+
+def _report(args: argparse.Namespace, results: list[dict[str, Any]], t_start: float, complete: bool) -> dict[str, Any]:
     return {
         "benchmark": "accuracy",
+        "complete": complete,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("shared_data", "work", "out")},
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
@@ -213,6 +222,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Accuracy benchmark",
         "",
+        *([] if report.get("complete", True) else ["**Partial: the run was still going (or was stopped) when this was written.**", ""]),
         f"Command: `{report['command']}` ({report['seconds']:.0f} s, {report['machine']['cpus']} CPUs). "
         "Balanced accuracy = mean per-class recall. Per-class recall shows correct/support; "
         "`*` marks a class with fewer than 20 test spectra (its figure is not reliable).",
@@ -263,13 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     args.work = args.work or args.out / "tmp" / ("accuracy-runs-quick" if args.quick else "accuracy-runs")
     if not (args.shared_data / "sdss").is_dir():
         p.error(f"--shared-data {args.shared_data}: no sdss folder there")
-    report = run_benchmark(args)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "accuracy-quick" if args.quick else "accuracy"
     from specclass.evaluation import write_text_atomic
 
-    write_text_atomic(args.out / f"{stem}.json", json.dumps(report, indent=1))
-    write_text_atomic(args.out / f"{stem}.md", markdown(report))
+    def write(report: dict[str, Any]) -> None:
+        write_text_atomic(args.out / f"{stem}.json", json.dumps(report, indent=1))
+        write_text_atomic(args.out / f"{stem}.md", markdown(report))
+
+    write(run_benchmark(args, on_row=write))
     print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
     return 0
 
