@@ -251,6 +251,8 @@ def test_cli_train_evaluate_cpu_and_plain_keras_reload(mnist_npz, tmp_path, caps
     config = json.loads((run / "config.json").read_text())
     assert config["device"] == "cpu" and config["gpus"] == [] and config["epochs"] == 1
     assert config["data"] == str(mnist_npz.resolve()) and config["optimizer"] == "Adam"
+    assert config["recipe"] == "augmented" and config["restore_best"] and config["lr_schedule"] == "cosine"
+    assert "kept epoch 1" in r.stdout
     from specclass.cli import main
 
     assert main(["mnist", "evaluate", str(run), "--format", "h5", "--limit", "300"]) == 0  # in-process: same code
@@ -307,3 +309,97 @@ def test_cosine_schedule_and_adamw_recorded(mnist_small, tmp_path):
     assert config["optimizer"] == "AdamW" and config["lr_schedule"] == "cosine"
     assert config["model_options"] == {"optimizer": "adamw", "weight_decay": 0.01}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "history.csv", "history.json", "model.keras"]
+
+
+# --------------------------------------------------------------------------- augmentation, best epoch, recipes
+def test_augment_images_shift_rotation_semantics():
+    from specclass.datasets.mnist import augment_images
+
+    x = np.zeros((3, 28, 28), np.float32)
+    x[:, 10:14, 12:16] = 1.0  # a 4x4 square
+    same = augment_images(x, np.random.default_rng(0), max_shift=0, max_rotation=0)
+    np.testing.assert_array_equal(same, x)
+    assert same is not x
+
+    class FixedShift:  # a generator whose uniform() returns the bound: shift (+2, +2), rotation +limit
+        def uniform(self, low, high, size):
+            return np.full(size, high, dtype=float)
+
+    shifted = augment_images(x, FixedShift(), max_shift=2, max_rotation=0)
+    np.testing.assert_allclose(shifted[0, 12:16, 14:18], 1.0, atol=1e-6)  # content moved by +2 rows, +2 columns
+    assert shifted.sum() == pytest.approx(x.sum())
+    rotated = augment_images(x, FixedShift(), max_shift=0, max_rotation=90)
+    np.testing.assert_allclose(rotated[0], np.rot90(x[0], k=-1), atol=1e-5)  # 90 degrees about the centre
+
+    a = augment_images(x, np.random.default_rng(5), max_shift=2, max_rotation=10)
+    b = augment_images(x, np.random.default_rng(5), max_shift=2, max_rotation=10)
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.shape == x.shape and a.min() >= 0 and a.max() <= 1 + 1e-6
+    assert not np.array_equal(a[0], a[1])  # each image gets its own distortion
+    with pytest.raises(ValueError, match="expected \\(N, H, W\\)"):
+        augment_images(x[0], np.random.default_rng(0))
+    with pytest.raises(ValueError, match=">= 0"):
+        augment_images(x, np.random.default_rng(0), max_shift=-1)
+
+
+def test_augmented_batches_cover_every_image_and_reshuffle():
+    from specclass.datasets.mnist import augmented_batches
+
+    x = np.zeros((250, 28, 28), np.float32)
+    y = np.arange(250) % 10
+    batches = augmented_batches(x, y, 100, max_shift=1, max_rotation=5, seed=0)
+    assert len(batches) == 3
+    first = np.concatenate([batches[i][1] for i in range(len(batches))])
+    assert sorted(first) == sorted(y) and batches[2][0].shape == (50, 28, 28)
+    batches.on_epoch_end()
+    second = np.concatenate([batches[i][1] for i in range(len(batches))])
+    assert sorted(second) == sorted(y) and not np.array_equal(first, second)
+
+
+def test_augmented_training_keeps_best_epoch(mnist_small, tmp_path):
+    import keras
+
+    from specclass.commands.mnist import train
+
+    config = train("mnist_dense", tmp_path, data=mnist_small, epochs=3, limit=1200, augment_shift=1.5,
+                   augment_rotation=8, restore_best=True, lr_schedule="cosine", extra_formats=False, seed=3,
+                   verbose=0, recipe="augmented")
+    val = config["history"]["val_accuracy"]
+    assert config["best_epoch"] == int(np.argmax(val)) + 1 and config["best_val_accuracy"] == max(val)
+    assert config["augment_shift"] == 1.5 and config["augment_rotation"] == 8 and config["recipe"] == "augmented"
+    # The saved model is the best epoch's: its accuracy on the same validation images is the best one.
+    (x_train, y_train), _ = mnist_small
+    order = np.random.default_rng(3).permutation(1200)
+    val_idx = np.sort(order[:config["n_val"]])
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    acc = float(np.mean(model.predict(normalise(x_train[val_idx]), verbose=0).argmax(1) == y_train[val_idx]))
+    assert acc == pytest.approx(max(val), abs=1e-6)
+    assert len(model.layers) == 4 and model.count_params() == 101_770  # the network is unchanged
+
+
+def test_recipes_and_cli_overrides(tmp_path):
+    from specclass.cli import CLIError
+    from specclass.commands.mnist import RECIPES, recipe_settings
+
+    assert recipe_settings("tutorial", "mnist_cnn") == dict(
+        epochs=10, optimizer="tutorial", lr_schedule="constant", augment_shift=0.0, augment_rotation=0.0,
+        restore_best=False)
+    assert recipe_settings("tutorial", "mnist_dense")["epochs"] == 30
+    aug = recipe_settings("augmented", "mnist_cnn", epochs=12, restore_best=None)
+    assert aug["epochs"] == 12 and aug["restore_best"] is True and aug["augment_shift"] > 0
+    assert set(RECIPES) == {"tutorial", "augmented"}
+    with pytest.raises(CLIError, match="--recipe must be one of"):
+        recipe_settings("fast", "mnist_cnn")
+
+
+def test_cli_tutorial_recipe_with_override(mnist_npz, tmp_path, capsys):
+    from specclass.cli import main
+
+    run = tmp_path / "run"
+    assert main(["mnist", "train", "--recipe", "tutorial", "--epochs", "1", "--limit", "300", "--augment-shift", "1",
+                 "--data", str(mnist_npz), "--no-extra-formats", "--out", str(run)]) == 0
+    assert "(tutorial recipe)" in capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    assert config["recipe"] == "tutorial" and config["optimizer"] == "Adam" and config["lr_schedule"] == "constant"
+    assert config["augment_shift"] == 1.0 and config["augment_rotation"] == 0.0 and not config["restore_best"]
+    assert "best_epoch" not in config
