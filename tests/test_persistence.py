@@ -10,6 +10,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from specclass.atomic import write_atomic
 from specclass import persistence  # noqa: E402
 from specclass.models import get_model  # noqa: E402
 from specclass.preprocessing import Preprocessor  # noqa: E402
@@ -123,7 +124,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        persistence._atomic(target, half_write)
+        write_atomic(target, half_write)
     assert json.loads(target.read_text()) == {"version": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
     with pytest.raises(TypeError):

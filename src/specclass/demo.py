@@ -20,13 +20,11 @@ network and no data outside the package (:mod:`specclass.sample`):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 
 from specclass import sample
 

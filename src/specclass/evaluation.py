@@ -20,11 +20,12 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from specclass.atomic import write_text_atomic  # noqa: F401 (re-exported for report/mnist)
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,6 @@ SMALL_CLASS_THRESHOLD = 20
 MISCLASSIFIED_COLUMNS = ("index", "file", "plate", "mjd", "fiberid", "true", "predicted", "probability", "probability_true")
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-#: Mode of written files: 0o666 less the process umask, as ``open`` would give
-#: (``tempfile.mkstemp`` alone creates 0o600 files).
-FILE_MODE = 0o666 & ~_current_umask()
 
 
 def evaluate_predictions(
@@ -239,23 +231,6 @@ def _nan_to_none(obj: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- files
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        os.chmod(tmp, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_metrics_json(metrics: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``metrics`` as strict JSON (no NaN), atomically; return the path."""
     return write_text_atomic(path, json.dumps(_nan_to_none(dict(metrics)), indent=2, allow_nan=False) + "\n")

@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import numpy as np
 
+from specclass.atomic import write_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
 from specclass.preprocessing import Preprocessor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,64 +57,6 @@ METRICS_FILE = "metrics.json"
 
 class RunFolderError(FileNotFoundError):
     """A run folder, or a file it must hold, is missing or unreadable (names the path)."""
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _atomic(path: Path, write: Callable[[str], None], suffix: str = "") -> Path:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path``; remove tmp on error.
-
-    ``suffix`` is appended to the temporary name (Keras picks the format from it).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    return _atomic(Path(path), write)
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON (numpy scalars/arrays converted) atomically.
-
-    Raises:
-        TypeError: if ``obj`` holds something JSON cannot represent.
-    """
-    return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -142,7 +83,7 @@ def save_model_atomic(model: "keras.Model", path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix not in (".keras", ".h5"):
         raise ValueError(f"{path}: a model file must end in .keras (native) or .h5 (legacy HDF5)")
-    return _atomic(path, lambda tmp: model.save(tmp), suffix=path.suffix)
+    return write_atomic(path, lambda tmp: model.save(tmp), suffix=path.suffix)
 
 
 def save_model(model: "keras.Model", run_dir: str | os.PathLike, formats: Iterable[str] = ("keras",)) -> dict[str, Path]:
@@ -175,7 +116,7 @@ def save_model(model: "keras.Model", run_dir: str | os.PathLike, formats: Iterab
         else:
             arch, weights = MODEL_FILES["json"]
             # weights first: a model.json never points at missing or stale weights
-            _atomic(run_dir / weights, lambda tmp: model.save_weights(tmp), suffix=".weights.h5")
+            write_atomic(run_dir / weights, lambda tmp: model.save_weights(tmp), suffix=".weights.h5")
             out[fmt] = write_text_atomic(run_dir / arch, model.to_json())
     return out
 

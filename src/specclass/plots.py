@@ -9,13 +9,12 @@ same folder, then rename) and returns the path written.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from specclass.evaluation import FILE_MODE
+from specclass.atomic import write_atomic
 
 #: History keys tried, in order, for the accuracy curve (Keras names its metric
 #: after the string given to ``compile``).
@@ -33,19 +32,7 @@ def _new_figure(width: float, height: float):
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically and return ``path`` (a :class:`Path`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        os.chmod(tmp, FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
 def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str | None = None) -> Path:

@@ -50,10 +50,10 @@ order, re-derives the class list and assigns splits, giving exactly what
 from __future__ import annotations
 
 import csv
+import io
 import dataclasses
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +61,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from specclass.atomic import write_text_atomic
 from specclass.spectra import zwarning as zw
 from specclass.spectra.dataset import SPLIT_CODES, SpectralDataset
 from specclass.spectra.grid import DEFAULT_BAD_MASK_BITS, DEFAULT_GRID, LogLamGrid, mask_bits, mask_names, rebin_arrays
@@ -145,24 +146,12 @@ class BuildReport:
 
     def write_skipped_csv(self, path: str | os.PathLike) -> Path:
         """Write ``file,category,reason`` rows atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["file", "category", "reason"])
-                for s in self.skipped:
-                    w.writerow([s.file, s.category, s.reason])
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["file", "category", "reason"])
+        for s in self.skipped:
+            w.writerow([s.file, s.category, s.reason])
+        return write_text_atomic(path, buf.getvalue())
 
     @staticmethod
     def read_skipped_csv(path: str | os.PathLike) -> list[Skipped]:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from specclass.atomic import atomic_path, json_default
 
 FORMAT_NAME = "specclass-dataset"
 FORMAT_VERSION = 1
@@ -204,18 +205,14 @@ class SpectralDataset:
             The path written.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         attrs = dict(self.attrs)
         attrs.update(format=FORMAT_NAME, format_version=FORMAT_VERSION, class_names=self.class_names)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-        os.close(fd)
-        _ordinary_mode(tmp)
-        try:
+        with atomic_path(path) as tmp:
             if path.suffix == ".npz":
                 arrays = {"flux": self.flux, "ivar": self.ivar, "labels": self.labels, "loglam": self.loglam}
                 for k, v in self.meta.items():
                     arrays[f"meta/{k}"] = _meta_for_disk(v)
-                arrays["attrs"] = np.array(json.dumps(attrs, default=_json_default))
+                arrays["attrs"] = np.array(json.dumps(attrs, default=json_default))
                 with open(tmp, "wb") as fh:
                     np.savez_compressed(fh, **arrays)
             else:
@@ -236,12 +233,7 @@ class SpectralDataset:
                         else:
                             g.create_dataset(k, data=v)
                     for k, v in attrs.items():
-                        h5.attrs[k] = json.dumps(v, default=_json_default)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+                        h5.attrs[k] = json.dumps(v, default=json_default)
         return path
 
     @staticmethod
@@ -324,20 +316,10 @@ class SpectralDataset:
         out = {}
         for name, arr in (("data", self.flux), ("labels", self.labels), ("wavelengths", self.wavelength)):
             target = directory / f"{name}.npy"
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy.part", dir=directory)
-            _ordinary_mode(tmp)
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_path(target) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, arr, allow_pickle=False)
-            os.replace(tmp, target)
             out[name] = target
         return out
-
-
-def _ordinary_mode(path: str) -> None:
-    """Give a mkstemp file (0600) the mode a plain ``open`` would (0666 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _meta_for_disk(v: np.ndarray) -> np.ndarray:
@@ -345,13 +327,3 @@ def _meta_for_disk(v: np.ndarray) -> np.ndarray:
     if v.dtype.kind in "OSU":
         return v.astype(str)
     return v
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
