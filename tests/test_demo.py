@@ -35,6 +35,12 @@ def test_demo_dataset_build_groups_and_keeps_every_raw_file(tmp_path):
     assert len(loaded) == len(ds) == len(sample.load_gridded()) + len(list(sample.spectra_dir().iterdir()))
     assert not report.skipped
     assert set(np.unique(loaded.meta["split"])) == {0, 1, 2}
+    # the raw files (classified by predict at the end of the demo) are held out in the test split
+    raw = {p.name for p in sample.spectra_dir().iterdir()}
+    in_raw = np.array([Path(f).name in raw for f in loaded.meta["file"]])
+    assert in_raw.sum() == len(raw) and (loaded.meta["split"][in_raw] == 2).all()
+    assert loaded.attrs["split"]["counts"]["test"] == {
+        c: int(((loaded.meta["split"] == 2) & (loaded.labels == i)).sum()) for i, c in enumerate(loaded.class_names)}
     # object groups never straddle splits
     for oid in np.unique(loaded.meta["object_id"]):
         assert len(set(loaded.meta["split"][loaded.meta["object_id"] == oid].tolist())) == 1
@@ -56,3 +62,4 @@ def test_demo_end_to_end_short(tmp_path):
     assert json.loads((out / "summary.json").read_text())["models"]["spectral_resnet"]["accuracy"] is not None
     assert any("predictions:" in line for line in lines)
     assert summary["predictions"]["classified"] == len(rows)
+    assert all(r["in_test_split"] for r in summary["predictions"]["rows"])
