@@ -347,7 +347,7 @@ def evaluate_run(
     files["report"] = str(
         report.write_report(
             run_dir / "report.html",
-            title=f"specclass run {run_dir.name}: {split} split",
+            title=f"specclass {run.config.get('model', 'model')} run '{run_dir.name}': {split} split",
             config=config,
             dataset=metrics["dataset"],
             metrics=metrics,
