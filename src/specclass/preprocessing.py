@@ -84,7 +84,7 @@ def _row_quartiles(masked: np.ndarray, n_good: np.ndarray) -> tuple[np.ndarray, 
     pixel give NaN.
 
     Args:
-        masked: ``(N, L)`` float64 with NaN at masked pixels.
+        masked: ``(N, L)`` float with NaN at masked pixels.
         n_good: ``(N,)`` int, non-NaN count per row.
     """
     s = np.sort(masked, axis=1)
@@ -220,13 +220,15 @@ class Preprocessor:
             ``(norm, good)``: ``(N, L)`` float32 normalised flux with masked pixels
             0, and the ``(N, L)`` boolean good-pixel mask.
         """
-        flux = np.asarray(flux, dtype=np.float64)
-        ivar = np.asarray(ivar, dtype=np.float64)
+        # float32 element-wise work (the arrays' own dtype; per-spectrum statistics in
+        # float64): preprocessing must not be the slow half of predict
+        flux = np.asarray(flux, dtype=np.float32)
+        ivar = np.asarray(ivar, dtype=np.float32)
         good = (ivar > 0) & np.isfinite(ivar) & np.isfinite(flux)
         if flux.shape[0] == 0:  # no spectra (e.g. a process's empty share): nothing to normalise
             return np.zeros(flux.shape, dtype=np.float32), good
         n_good = good.sum(axis=1)
-        masked = np.where(good, flux, np.nan)
+        masked = np.where(good, flux, np.float32(np.nan))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows handled below
             if self.normalisation == "robust":
@@ -235,19 +237,21 @@ class Preprocessor:
                 # a spectrum with a flat majority (IQR 0) falls back to its std
                 flat = ~(scale > 0)
                 if flat.any():
-                    scale[flat] = np.nanstd(masked[flat], axis=1)
+                    scale[flat] = np.nanstd(masked[flat].astype(np.float64), axis=1)
             elif self.normalisation == "standard":
-                center = np.nanmean(masked, axis=1)
-                scale = np.nanstd(masked, axis=1)
+                center = np.nanmean(masked.astype(np.float64), axis=1)
+                scale = np.nanstd(masked.astype(np.float64), axis=1)
             else:
                 center = np.zeros(flux.shape[0])
                 scale = np.ones(flux.shape[0])
         center = np.where((n_good > 0) & np.isfinite(center), center, 0.0)
         scale = np.where((n_good > 0) & np.isfinite(scale) & (scale > 0), scale, 1.0)
-        norm = (flux - center[:, None]) / scale[:, None]
+        norm = masked  # reuse the buffer: masked pixels are NaN there and set to 0 below
+        norm -= center[:, None].astype(np.float32)
+        norm *= (1.0 / scale[:, None]).astype(np.float32)
         if self.clip is not None:
-            norm = np.clip(norm, -self.clip, self.clip)
-        norm = np.where(good, norm, 0.0).astype(np.float32)
+            np.clip(norm, -self.clip, self.clip, out=norm)
+        norm[~good] = 0.0
         return norm, good
 
     def transform(self, flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
