@@ -64,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="use only the first N training images (timing trials only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="only rewrite mnist.md from mnist.json in --out (no training)")
     args = parser.parse_args(argv)
+    if args.markdown_only:
+        summary = json.loads((args.out / "mnist.json").read_text())
+        (args.out / "mnist.md").write_text("\n".join(markdown(summary)) + "\n")
+        return 0
 
     from specclass.commands.mnist import _resolve_device, evaluate, train
 
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = _machine(device)
     for row in results:
-        row.update(machine)
+        row.update(machine, versions=config["versions"])
     quick = args.epochs is not None or args.limit is not None
     suffix = "-quick" if quick else ""
     json_path = args.out / f"mnist{suffix}.json"
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = []
     if json_path.is_file():
         old = json.loads(json_path.read_text())
-        old_machine = {k: old.get(k) for k in ("device", "gpus", "backend", "cpu_count")}
+        old_machine = {k: old.get(k) for k in ("device", "gpus", "backend", "cpu_count", "versions")}
         ran = {r["name"] for r in results}
         kept = [{**old_machine, **r} for r in old.get("results", []) if r["name"] not in ran]
     summary = {
@@ -123,13 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    lines = markdown(summary, quick)
+    (args.out / f"mnist{suffix}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def markdown(summary: dict, quick: bool = False) -> list[str]:
+    """The lines of ``mnist.md`` for a ``mnist.json`` summary (``--markdown-only`` rewrites it alone)."""
     lines = [
         f"# MNIST benchmark ({summary['written']})", "",
-        f"Keras {summary['versions'].get('keras')}; seed {args.seed}; "
+        f"Keras {summary['versions'].get('keras')}; seed {summary['seed']}; "
         + ("full data: 54,000 train / 6,000 validation (random 10 %) / 10,000 test." if not quick else
-           f"QUICK trial (epochs {args.epochs}, limit {args.limit}): not comparable with the full runs."), "",
+           f"QUICK trial (limit {summary.get('limit')}): not comparable with the full runs."), "",
         "Augmentation: random shift up to N px and rotation up to M degrees of the training images, afresh "
-        "every epoch; best = weights of the best validation-accuracy epoch restored.", "",
+        "every epoch; best = weights of the best validation-accuracy epoch restored. Wall times on a CPU "
+        "core shared with other jobs vary with their load.", "",
         "| config | model | optimizer | lr schedule | augmentation | best | epochs | test accuracy | target "
         "| train s | total s | machine |",
         "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -139,15 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         aug = (f"{r['augment_shift']:g} px, {r['augment_rotation']:g}°" if r.get("augment_shift") or
                r.get("augment_rotation") else "none")
         best = f"epoch {r['best_epoch']}" if r.get("restore_best") else "last"
-        where = (f"{r['backend']}, {', '.join(r['gpus'])}" if r.get("gpus") else
-                 f"{r.get('backend')}, CPU ({r.get('cpu_threads') or r.get('cpu_count')} thread(s))")
+        where = r.get("machine") or (f"{', '.join(r['gpus'])}" if r.get("gpus") else
+                                     f"CPU ({r.get('cpu_threads') or r.get('cpu_count')} thread(s))")
+        where = f"{where}; {r.get('backend')}"
         lines.append(f"| {r['name']} | {r['model']} | {r['optimizer']} {r['learning_rate']:g} | {r['lr_schedule']} "
                      f"| {aug} | {best} "
                      f"| {r['epochs']} | {r['test_accuracy']:.2%} | {target} | {r['train_seconds']:.0f} "
                      f"| {r['total_seconds']:.0f} | {where} |")
-    (args.out / f"mnist{suffix}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return lines
 
 
 def _machine(device: dict) -> dict:
@@ -156,8 +170,18 @@ def _machine(device: dict) -> dict:
         threads = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         threads = os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    if device["gpus"]:
+        machine = f"{', '.join(device['gpus'])} (GPU)"
+    else:
+        machine = f"{cpu}, {threads} of {os.cpu_count()} CPU threads"
     return {"device": device["device"], "gpus": device["gpus"], "backend": device["backend"],
-            "cpu_count": os.cpu_count(), "cpu_threads": threads, "cpu": platform.processor() or platform.machine()}
+            "cpu_count": os.cpu_count(), "cpu_threads": threads, "cpu": cpu, "machine": machine}
 
 
 if __name__ == "__main__":
