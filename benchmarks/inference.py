@@ -228,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="TensorFlow intra/inter-op threads (default: TF's choice)")
     p.add_argument("--redrock-csv", type=Path, default=None,
-                   help="CSV of benchmarks/redrock_run.py (default OUT/tmp/redrock.csv if present)")
+                   help="CSV of benchmarks/redrock_run.py (default OUT/tmp/redrock.csv, else OUT/inference-redrock.csv)")
     p.add_argument("--quick", action="store_true", help="smoke test: one FITS folder, 1024 arrays, 1 repeat")
     args = p.parse_args(argv)
     if args.quick:
         args.n_arrays, args.repeats = 1024, 1
     args.runs = args.runs or args.out / "tmp" / "accuracy-runs"
-    args.redrock_csv = args.redrock_csv or args.out / "tmp" / "redrock.csv"
+    if args.redrock_csv is None:  # a fresh redrock_run.py output, else the committed one
+        fresh = args.out / "tmp" / "redrock.csv"
+        args.redrock_csv = fresh if fresh.is_file() else args.out / "inference-redrock.csv"
     import specclass  # noqa: F401  (sets the oneDNN default before TensorFlow loads)
 
     if args.threads:

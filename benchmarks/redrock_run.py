@@ -16,7 +16,8 @@ from the file's ``wdisp`` (built as in ``redrock.external.boss.read_spectra``) m
 time of template loading/rebinning and of ``zfind`` are both recorded; the CSV holds
 per file the redrock SPECTYPE, Z, ZWARN, the pipeline CLASS, and the run's timing in
 ``# key=value`` header lines. ``benchmarks/inference.py --redrock-csv`` reads it and
-compares with the networks' classes.
+compares with the networks' classes; the committed run is
+``benchmarks/results/inference-redrock.csv`` (40 files).
 """
 
 from __future__ import annotations
