@@ -386,12 +386,3 @@ def test_metadata_against_raw_astropy_row(sdss_dir: Path, rel: str) -> None:
     if rel.startswith("sky"):
         assert spec.meta.zwarning & 1  # SKY bit
 
-
-def test_find_spectrum_files_lists_a_file_once_when_named_and_inside_a_folder(tmp_path):
-    # Regression: `specclass predict RUN dir/ dir/a.fits` classified a.fits twice.
-    from specclass.io import find_spectrum_files
-
-    (tmp_path / "a.fits").write_bytes(b"")
-    (tmp_path / "b.fits").write_bytes(b"")
-    files = find_spectrum_files([tmp_path / "a.fits", tmp_path, tmp_path / "b.fits"])
-    assert [p.name for p in files] == ["a.fits", "b.fits"]

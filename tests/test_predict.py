@@ -179,3 +179,15 @@ def test_python_m_specclass_models_lists_the_registry():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "spectral_resnet (default)" in out.stdout and "spectral_tutorial" in out.stdout
     assert "options:" in out.stdout
+
+
+def test_a_file_named_and_inside_a_given_folder_is_classified_once(tmp_path, run_dir, sdss_dir):
+    # Regression: `specclass predict RUN dir/ dir/a.fits` wrote two rows for a.fits.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for src in sorted((sdss_dir / "spectra3").glob("spec-*.fits"))[:2]:
+        (folder / src.name).write_bytes(src.read_bytes())
+    first = sorted(folder.iterdir())[0]
+    rows, failures = predict_files(run_dir, [first, folder])
+    assert not failures
+    assert [Path(r["file"]).name for r in rows] == [first.name, sorted(folder.iterdir())[1].name]

@@ -125,7 +125,11 @@ def predict_files(
 
     run = _as_run(run_dir, fmt)
     pre = run.preprocessor
-    files = find_spectrum_files(paths_or_dirs)
+    # a file named and also inside a given folder is classified once
+    unique: dict[Path, Path] = {}
+    for f in find_spectrum_files(paths_or_dirs):
+        unique.setdefault(f.resolve(), f)
+    files = list(unique.values())
     metas: list[dict[str, Any]] = []
     fluxes: list[np.ndarray] = []
     ivars: list[np.ndarray] = []

@@ -181,28 +181,20 @@ def find_spectrum_files(paths_or_dirs: str | os.PathLike[str] | Iterable[str | o
     """Expand files and directories (recursively, sorted) into spectrum file paths.
 
     Directories contribute files whose names end in :data:`SPECTRUM_SUFFIXES`
-    (case-insensitive); files given explicitly are always kept. A file reached
-    twice (named and inside a given folder, or through two folders) is listed
-    once, at its first place.
+    (case-insensitive); files given explicitly are always kept (a file given
+    twice is listed twice: callers such as benchmarks repeat files on purpose).
     """
     if isinstance(paths_or_dirs, (str, os.PathLike)):
         paths_or_dirs = [paths_or_dirs]
     out: list[Path] = []
-    seen: set[Path] = set()
-
-    def add(q: Path) -> None:
-        key = q.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(q)
-
     for p in paths_or_dirs:
         p = Path(p)
         if p.is_dir():
-            for q in sorted(q for q in p.rglob("*") if q.is_file() and q.name.lower().endswith(SPECTRUM_SUFFIXES)):
-                add(q)
+            out.extend(
+                sorted(q for q in p.rglob("*") if q.is_file() and q.name.lower().endswith(SPECTRUM_SUFFIXES))
+            )
         else:
-            add(p)
+            out.append(p)
     return out
 
 
