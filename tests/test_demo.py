@@ -50,7 +50,11 @@ def test_demo_end_to_end_short(tmp_path):
     from specclass.demo import run_demo
 
     lines: list[str] = []
-    summary = run_demo(tmp_path / "demo", epochs=1, compare_tutorial=False, verbose=0, log=lines.append)
+    summary = run_demo(tmp_path / "demo", epochs=1, compare_tutorial=False, n_sim_per_class=10, verbose=0,
+                       log=lines.append)
+    ds = SpectralDataset.load(tmp_path / "demo" / "dataset.h5")
+    sim = ds.meta["source"] == "simulated"
+    assert sim.sum() == 40 and (ds.meta["split"][sim] == 0).all()  # simulated spectra train only
     out = tmp_path / "demo"
     for rel in ("dataset.h5", "run/model.keras", "run/preprocessing.json", "run/metrics.json",
                 "run/report.html", "run/confusion_matrix.png", "predictions.csv", "summary.json"):

@@ -31,11 +31,17 @@ import numpy as np
 from specclass import sample
 
 #: Default training settings of the demo (chosen to finish in a few minutes on 2 CPU cores).
-DEMO_DEFAULTS = {"epochs": 30, "batch_size": 32, "early_stopping": 10, "seed": 42}
+DEMO_DEFAULTS = {"epochs": 30, "batch_size": 32, "early_stopping": 10, "seed": 42, "n_sim_per_class": 150}
 
 
-def build_demo_dataset(out_dir: str | os.PathLike, seed: int = 42, log: Callable[[str], None] = print):
+def build_demo_dataset(out_dir: str | os.PathLike, seed: int = 42, n_sim_per_class: int = 0,
+                       log: Callable[[str], None] = print):
     """Build ``out_dir/dataset.h5`` from the embedded sample.
+
+    With ``n_sim_per_class > 0``, that many simulated spectra per class
+    (:func:`specclass.simulate.simulator.simulate`, same grid, ``source =
+    simulated``) are added to the **training** split only: validation and test
+    stay real, so every figure the demo reports is on real spectra.
 
     Returns:
         ``(dataset, report, path)``: the :class:`SpectralDataset` (seed4 labels,
@@ -65,6 +71,19 @@ def build_demo_dataset(out_dir: str | os.PathLike, seed: int = 42, log: Callable
     ds.meta["split"][held] = SPLIT_CODES["test"]
     settings = {k: v for k, v in ds.attrs["split"].items() if k not in ("method", "counts", "objects")}
     ds.attrs["split"] = split_summary(ds, **settings)
+    if n_sim_per_class > 0:
+        from specclass.simulate.simulator import simulate
+
+        sim = simulate(n_sim_per_class, labels="seed4", seed=seed)
+        sim.meta["split"][:] = SPLIT_CODES["train"]
+        sim.meta["object_id"] = np.array([f"sim-{i}" for i in range(len(sim))])
+        attrs = dict(ds.attrs)
+        ds = SpectralDataset.concatenate([ds, sim], class_names=ds.class_names)
+        ds.attrs = attrs
+        settings = {k: v for k, v in ds.attrs["split"].items() if k not in ("method", "counts", "objects")}
+        ds.attrs["split"] = split_summary(ds, **settings)
+        ds.attrs["simulated_in_train"] = {"n_per_class": n_sim_per_class, "seed": seed,
+                                          "method": "specclass.simulate (SDSS eigenspectra, real ivar noise)"}
     ds.attrs["split"]["held_out_for_predict"] = sorted(raw_names)
     ds.attrs["description"] = ("specclass demo dataset: embedded real SDSS sample (seed4 labels); "
                                "the raw sample files are in the test split")
@@ -75,7 +94,8 @@ def build_demo_dataset(out_dir: str | os.PathLike, seed: int = 42, log: Callable
     for i, c in enumerate(ds.class_names):
         log(f"{c:<8} " + " ".join(f"{counts[n][c]:>6}" for n in ("train", "val", "test")))
     log(f"({len(files)} raw files read and held out in the test split; {report.n_spectra - len(files)} "
-        f"pre-gridded sample spectra; skipped: {len(report.skipped)})")
+        f"pre-gridded sample spectra; skipped: {len(report.skipped)}"
+        + (f"; + {n_sim_per_class} simulated spectra per class in train only)" if n_sim_per_class > 0 else ")"))
     return ds, report, path
 
 
@@ -92,6 +112,7 @@ def run_demo(
     seed: int = DEMO_DEFAULTS["seed"],
     model: str = "spectral_resnet",
     compare_tutorial: bool = True,
+    n_sim_per_class: int = DEMO_DEFAULTS["n_sim_per_class"],
     verbose: int = 2,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -102,6 +123,8 @@ def run_demo(
         epochs, batch_size, early_stopping, seed: training settings (both networks).
         model: the main network (a registry name).
         compare_tutorial: also train ``spectral_tutorial`` on the same splits.
+        n_sim_per_class: simulated spectra per class added to the training split
+            (0 = real spectra only); validation and test stay real.
         verbose: Keras ``fit`` verbosity (0 silent, 1 bar, 2 a line per epoch).
         log: where progress lines go.
 
@@ -121,7 +144,7 @@ def run_demo(
         runs["spectral_tutorial"] = out_dir / "run-tutorial"
     n_steps = 2 * len(runs) + 2
     log(f"[1/{n_steps}] building the dataset from the embedded sample -> {out_dir / 'dataset.h5'}")
-    ds, report, ds_path = build_demo_dataset(out_dir, seed=seed, log=log)
+    ds, report, ds_path = build_demo_dataset(out_dir, seed=seed, n_sim_per_class=n_sim_per_class, log=log)
 
     summary: dict[str, Any] = {"dataset": str(ds_path), "n_spectra": len(ds), "class_names": ds.class_names,
                                "split_counts": ds.attrs.get("split", {}).get("counts"), "models": {}}

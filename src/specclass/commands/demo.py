@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive, default=DEMO_DEFAULTS["batch_size"], help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=DEMO_DEFAULTS["seed"], help="(default: %(default)s)")
     p.add_argument("--model", default="spectral_resnet", help="main network (default: %(default)s)")
+    p.add_argument("--n-sim-per-class", type=int, default=DEMO_DEFAULTS["n_sim_per_class"],
+                   help="simulated spectra per class added to the training split only; 0 = real only "
+                        "(default: %(default)s)")
     p.add_argument("--no-tutorial", action="store_true", help="skip training the tutorial network for comparison")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=_run)
@@ -43,6 +46,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.model not in list_models():
         raise CLIError(f"--model {args.model!r} is not a registered model; choose from {', '.join(list_models())}")
+    if args.n_sim_per_class < 0:
+        raise CLIError(f"--n-sim-per-class must be >= 0, got {args.n_sim_per_class}")
     run_demo(args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, model=args.model,
-             compare_tutorial=not args.no_tutorial, verbose=0 if args.quiet else 2)
+             compare_tutorial=not args.no_tutorial, n_sim_per_class=args.n_sim_per_class,
+             verbose=0 if args.quiet else 2)
     return 0
