@@ -5,16 +5,7 @@ from __future__ import annotations
 import argparse
 
 from specclass.cli import CLIError
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+from specclass.commands.argtypes import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "test split, write report.html, classify the raw sample files.",
     )
     p.add_argument("--out", default="demo-run", help="output folder (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive, default=DEMO_DEFAULTS["epochs"], help="max epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive, default=DEMO_DEFAULTS["batch_size"], help="(default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=DEMO_DEFAULTS["epochs"], help="max epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=DEMO_DEFAULTS["batch_size"], help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=DEMO_DEFAULTS["seed"], help="(default: %(default)s)")
     p.add_argument("--model", default="spectral_resnet", help="main network (default: %(default)s)")
     p.add_argument("--n-sim-per-class", type=int, default=DEMO_DEFAULTS["n_sim_per_class"],

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from specclass.cli import CLIError
+from specclass.commands.argtypes import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +112,6 @@ MODEL_FILES = {"keras": "model.keras", "h5": "model.h5", "json": "model.json", "
 
 
 # --------------------------------------------------------------------------- parser
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -147,8 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "training images, best validation epoch kept; 15 epochs dense, 8 CNN) or 'tutorial' "
                             "(30 epochs dense with Adam, 10 CNN with Adadelta lr 0.1, constant rate); the options "
                             "below override the recipe's values")
-    train.add_argument("--epochs", type=_positive_int, help="epochs (recipe's: see --recipe)")
-    train.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="batch size (default: 120)")
+    train.add_argument("--epochs", type=positive_int, help="epochs (recipe's: see --recipe)")
+    train.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="batch size (default: 120)")
     train.add_argument("--validation-fraction", type=_fraction, default=DEFAULT_VALIDATION_FRACTION,
                        help="fraction of training images held out, chosen at random with --seed (default: 0.1)")
     train.add_argument("--optimizer", choices=("adam", "adamw", "adadelta", "tutorial"),
@@ -171,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--normalisation", choices=("scale", "keras_l2"), default="scale",
                        help="'scale' = x/255 (default); 'keras_l2' = keras.utils.normalize(x, axis=1), an L2 norm")
     _data_args(train)
-    train.add_argument("--limit", type=_positive_int,
+    train.add_argument("--limit", type=positive_int,
                        help="use only the first N training images (quick runs, tests)")
     train.add_argument("--seed", type=int, default=0, help="random seed (weights, shuffling, validation split)")
     train.add_argument("--no-extra-formats", action="store_true",
@@ -184,7 +175,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _data_args(ev)
     ev.add_argument("--format", choices=tuple(MODEL_FILES), default="keras",
                     help="which saved form to load: keras (default), h5, json (+weights), weights (into a new model)")
-    ev.add_argument("--limit", type=_positive_int, help="use only the first N test images")
+    ev.add_argument("--limit", type=positive_int, help="use only the first N test images")
     ev.set_defaults(func=cmd_evaluate)
 
 

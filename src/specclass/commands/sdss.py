@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from specclass.cli import CLIError
+from specclass.commands.argtypes import positive_int
 
 # Kept here so that building the parser (``specclass --help``) does not import
 # astropy/requests; tests check they equal specclass.sdss.skyserver's CLASSES,
@@ -40,16 +41,6 @@ Running the same command again resumes: verified files are not downloaded again.
 example:
   specclass sdss fetch --per-class 250 --golden --release dr17 --out sdss-run
 """
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
 
 
 def _nonneg_float(text: str) -> float:
@@ -90,7 +81,7 @@ def _add_network(p: argparse.ArgumentParser, sql: bool, sas: bool, workers: bool
     g.add_argument("--retries", type=int, metavar="N", help="retries after HTTP 5xx/429, timeouts, cut bodies (default 4)")
     g.add_argument("--backoff", type=_nonneg_float, metavar="S", help="first wait between retries, doubled each time (default 2)")
     if workers:
-        g.add_argument("--workers", type=_positive_int, metavar="N", help="parallel downloads (default 4, max 64)")
+        g.add_argument("--workers", type=positive_int, metavar="N", help="parallel downloads (default 4, max 64)")
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
@@ -309,7 +300,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="keep rows whose SUBCLASS equals this (exact); repeatable")
     q.add_argument("--exclude-subclass", dest="exclude_subclasses", action="append", metavar="SUBCLASS",
                    help="drop rows whose SUBCLASS equals this (exact); repeatable")
-    q.add_argument("--top", type=_positive_int, default=1000, metavar="N",
+    q.add_argument("--top", type=positive_int, default=1000, metavar="N",
                    help=f"at most N rows (SELECT TOP N), 1..{MAX_TOP} (default 1000)")
     _add_selection(q)
     _add_release(q)
@@ -354,7 +345,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG_FETCH,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    f.add_argument("--per-class", type=_positive_int, required=True, metavar="N",
+    f.add_argument("--per-class", type=positive_int, required=True, metavar="N",
                    help=f"spectra per class (SELECT TOP N each), 1..{MAX_TOP}")
     f.add_argument("--out", required=True, metavar="DIR", help="output folder")
     f.add_argument("--classes", nargs="+", type=str.upper, choices=SEED4_CHOICES, metavar="CLASS",

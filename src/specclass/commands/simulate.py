@@ -17,16 +17,7 @@ import time
 from pathlib import Path
 
 from specclass.cli import CLIError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from specclass.commands.argtypes import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="simulate labelled SDSS-like spectra from the pipeline eigenspectra",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
-    p.add_argument("--n-per-class", type=_positive_int, required=True, metavar="N", help="spectra per class")
+    p.add_argument("--n-per-class", type=positive_int, required=True, metavar="N", help="spectra per class")
     p.add_argument("--labels", choices=("seed4", "class3"), default="seed4", help="label scheme (default seed4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same file")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output dataset (.h5 or .npz)")

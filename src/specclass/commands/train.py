@@ -23,30 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from specclass.cli import CLIError
+from specclass.commands.argtypes import non_negative_int, positive_int
 
 log = logging.getLogger(__name__)
 
 SAVE_FORMATS = ("keras", "h5", "json")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def _formats(text: str) -> list[str]:
@@ -82,11 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", type=Path, help="dataset file (.h5 or .npz) from 'specclass dataset build' or 'simulate'")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL}; "
                    "'specclass models' lists them)")
-    p.add_argument("--epochs", type=_positive_int, default=20, help="total epochs (default 20)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="total epochs (default 20)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (default 32)")
     p.add_argument("--out", type=Path, required=True, help="run folder to write (or resume)")
     p.add_argument("--seed", type=int, default=42, help="random seed (weights, shuffling, augmentation; default 42)")
-    p.add_argument("--early-stopping", type=_non_negative_int, metavar="PATIENCE",
+    p.add_argument("--early-stopping", type=non_negative_int, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without improvement of --monitor")
     p.add_argument("--monitor", choices=("val_loss", "val_balanced_accuracy", "val_accuracy"), default="val_loss",
                    help="what the best checkpoint and early stopping follow (default val_loss)")
@@ -124,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("paths", nargs="+", type=Path, metavar="FILES_OR_DIRS", help="spectrum files or folders")
     r.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
     r.add_argument("--format", choices=SAVE_FORMATS, default="keras", help="model file to load (default keras)")
-    r.add_argument("--batch-size", type=_positive_int, default=256, help="prediction batch size (default 256)")
+    r.add_argument("--batch-size", type=positive_int, default=256, help="prediction batch size (default 256)")
     r.set_defaults(func=cmd_predict)
 
     m = subparsers.add_parser("models", help="list the registered models and their options")
