@@ -24,10 +24,11 @@ from __future__ import annotations
 import csv
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from servers.loopback import LoopbackServer
 from servers.catalog import LEGACY, key_of, spectra_rows
 
 HTML_PAGE = (
@@ -40,8 +41,10 @@ def _plate_dir(plate: int) -> str:
     return f"{plate:04d}"
 
 
-class SASServer:
+class SASServer(LoopbackServer):
     """Start with ``with SASServer(sdss_dir) as sas:``; ``sas.url`` is the SAS root."""
+
+    path_prefix = "/sas"
 
     def __init__(self, sdss_dir: Path, release: int = 17) -> None:
         self.rows = spectra_rows(sdss_dir)
@@ -71,44 +74,8 @@ class SASServer:
         self.requests: list[tuple[str, str]] = []  # (path, fault applied or '')
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
 
     # -- control -----------------------------------------------------------------
-    def start(self) -> "SASServer":
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                try:
-                    server._handle(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "SASServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/sas"
 
     def count(self, key: str) -> int:
         """How many GETs reached the file of object ``key``."""

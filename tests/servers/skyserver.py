@@ -23,11 +23,12 @@ import re
 import sqlite3
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from servers.loopback import LoopbackServer
 from servers.catalog import spectra_rows
 
 _TOP = re.compile(r"^\s*SELECT\s+TOP\s+(\d+)\s+(.*)$", re.I | re.S)
@@ -40,8 +41,10 @@ def to_sqlite(sql: str) -> str:
     return f"SELECT {m.group(2).strip()} LIMIT {int(m.group(1))}" if m else sql
 
 
-class SkyServerSQL:
+class SkyServerSQL(LoopbackServer):
     """Start with ``with SkyServerSQL(sdss_dir) as sky:``; ``sky.url`` is the SkyServer root."""
+
+    path_prefix = ""
 
     def __init__(self, sdss_dir: Path) -> None:
         self.db = sqlite3.connect(":memory:", check_same_thread=False)
@@ -61,43 +64,6 @@ class SkyServerSQL:
         self.fault: Any = None
         self.requests: list[dict[str, str]] = []
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-
-    def start(self) -> "SkyServerSQL":
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                try:
-                    server._handle(self)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.block_on_close = False
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> "SkyServerSQL":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def _send(self, h: BaseHTTPRequestHandler, status: int, body: str, ctype: str = "text/plain") -> None:
         data = body.encode()
