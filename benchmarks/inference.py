@@ -28,25 +28,15 @@ Outputs ``benchmarks/results/inference.json`` and ``benchmarks/results/inference
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import REPO, command_line, environment, run_sentence, shared_data_dir, utc_now, write_report
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = ("spectral_tutorial", "spectral_resnet")
 FITS_DIRS = ("spectra", "spectra2", "spectra3", "dr7", "other_layouts")
-
-
-def shared_data_dir() -> Path:
-    """``$SPECCLASS_SHARED_DATA`` or ``../shared/data`` next to the repository."""
-    env = os.environ.get("SPECCLASS_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 def time_arrays(run: Any, flux: np.ndarray, ivar: np.ndarray, repeats: int) -> dict[str, Any]:
@@ -155,14 +145,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         keras.backend.clear_session()
     return {
         "benchmark": "inference",
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "command": command_line(),
+        "date_utc": utc_now(),
         "settings": {"n_arrays": args.n_arrays, "repeats": args.repeats, "scheme": args.scheme, "batch_size": 256,
                      "fits_dirs": [d.name for d in dirs], "n_fits_spectra": len(ds)},
-        "environment": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-                        "keras_backend": keras.backend.backend(), "threads": args.threads,
-                        "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-                        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "environment": environment(threads=args.threads),
         "results": results,
         "redrock": redrock_comparison(args.redrock_csv, args),
         "target": {"default_arrays_spectra_per_s": 2000},
@@ -171,13 +158,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     """The inference table."""
-    env = report["environment"]
     lines = [
         "# Inference benchmark",
         "",
-        f"Command: `{report['command']}` ({report['date_utc']} UTC, {env['cpus']} CPUs, Keras backend "
-        f"{env['keras_backend']}, TF_ENABLE_ONEDNN_OPTS={env['TF_ENABLE_ONEDNN_OPTS']}, load average at end "
-        f"{env['loadavg_at_end'][0]}). Arrays: `predict_arrays` (preprocessing + `model.predict`, batch 256) on "
+        f"{run_sentence(report)} Arrays: `predict_arrays` (preprocessing + `model.predict`, batch 256) on "
         f"{report['settings']['n_arrays']} gridded real SDSS spectra; FITS: `predict_files` on "
         f"{report['settings']['n_fits_spectra']} real SDSS FITS spectra (read + grid + predict, warm page cache). "
         "Best (median) of the timed calls.",
@@ -245,13 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     report = run_benchmark(args)
-    from specclass.evaluation import write_text_atomic
-
-    stem = "inference-quick" if args.quick else "inference"
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / f"{stem}.json", json.dumps(report, indent=1))
-    write_text_atomic(args.out / f"{stem}.md", markdown(report))
+    paths = write_report(args.out, "inference-quick" if args.quick else "inference", report, markdown)
     print(markdown(report))
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 
