@@ -12,7 +12,11 @@ Layout (written by :func:`specclass.training.train`, extended by
                             epochs, batch size, seed, class weights, device, versions
       history.json          per-epoch metrics {"loss": [...], "val_loss": [...], ...}
       history.csv           the same, written by keras.callbacks.CSVLogger
-      metrics.json, *.png, report.html   from ``specclass evaluate``
+      calibration.json      temperature T fitted on the validation split, NLL and
+                            ECE before/after (:mod:`specclass.calibration`); a run
+                            folder without it predicts with T = 1
+      metrics.json, *.png, report.html   from ``specclass evaluate`` (test split;
+                            other splits: metrics-SPLIT.json, report-SPLIT.html, ...)
       model.h5              on request: legacy single-file HDF5 (Keras 2 style)
       model.json +          on request: architecture as JSON (``model.to_json()``)
       model.weights.h5        plus weights only (``model.save_weights``)
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 
 from specclass.atomic import write_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
+from specclass.calibration import CALIBRATION_FILE  # noqa: F401 (re-exported)
 from specclass.preprocessing import Preprocessor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,8 +185,10 @@ class LoadedRun(tuple):
     """What :func:`load_run` returns: unpacks as ``(model, preprocessor, config)``.
 
     Also has the attributes ``model``, ``preprocessor``, ``config``,
-    ``class_names``, ``history`` (dict of per-epoch lists, or ``None``) and
-    ``run_dir``.
+    ``class_names``, ``history`` (dict of per-epoch lists, or ``None``),
+    ``run_dir``, ``calibration`` (:class:`specclass.calibration.TemperatureCalibration`
+    from ``calibration.json``, or ``None`` for a run folder without one) and
+    ``temperature`` (its ``T``, 1.0 without one).
     """
 
     model: "keras.Model"
@@ -189,11 +196,16 @@ class LoadedRun(tuple):
     config: dict[str, Any]
 
     def __new__(cls, model: Any, preprocessor: Preprocessor, config: dict[str, Any], run_dir: Path,
-                history: dict[str, list[float]] | None) -> "LoadedRun":
+                history: dict[str, list[float]] | None, calibration: Any = None) -> "LoadedRun":
         obj = super().__new__(cls, (model, preprocessor, config))
         obj.model, obj.preprocessor, obj.config = model, preprocessor, config
-        obj.run_dir, obj.history = run_dir, history
+        obj.run_dir, obj.history, obj.calibration = run_dir, history, calibration
         return obj
+
+    @property
+    def temperature(self) -> float:
+        """Temperature ``T`` of the run's calibration (1.0 without ``calibration.json``)."""
+        return 1.0 if self.calibration is None else float(self.calibration.temperature)
 
     @property
     def class_names(self) -> list[str]:
@@ -276,9 +288,12 @@ def load_run(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool = 
         :class:`LoadedRun` -- unpack as ``model, preprocessor, config = load_run(run_dir)``.
 
     Raises:
-        RunFolderError: the folder or a required file is missing or unreadable.
+        RunFolderError: the folder or a required file is missing or unreadable
+            (also an unreadable ``calibration.json``; a missing one is allowed).
         ValueError: unknown ``fmt``.
     """
+    from specclass.calibration import load_calibration
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: no such run folder")
@@ -292,4 +307,4 @@ def load_run(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool = 
             f"{run_dir}: model has {n_out} outputs but {PREPROCESSING_FILE} names "
             f"{len(preprocessor.class_names)} classes {preprocessor.class_names}"
         )
-    return LoadedRun(model, preprocessor, config, run_dir, load_history(run_dir))
+    return LoadedRun(model, preprocessor, config, run_dir, load_history(run_dir), load_calibration(run_dir))

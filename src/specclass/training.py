@@ -17,7 +17,9 @@
 * uses the callbacks TerminateOnNaN, a best checkpoint (``val_loss`` or
   ``val_balanced_accuracy``), optional EarlyStopping, CSVLogger (``history.csv``),
   a per-epoch ``history.json``, Keras' progress bar, and a **backup each epoch**;
-* writes the run folder (:mod:`specclass.persistence`) from the best epoch.
+* writes the run folder (:mod:`specclass.persistence`) from the best epoch;
+* fits a temperature on the best model's validation predictions (Guo et al. 2017,
+  :mod:`specclass.calibration`) and writes it as ``calibration.json``.
 
 Resume: every finished epoch leaves ``checkpoints/last-EEEE.keras`` (model with
 optimizer state) and ``checkpoints/state.json`` (finished epochs, history, the
@@ -84,6 +86,10 @@ class RunResult:
         initial_epoch: epochs already finished when this call started (0 = fresh run).
         epochs_done: epochs finished in total.
         files: ``{role: path}`` of the run-folder files written.
+        calibration: the :class:`~specclass.calibration.TemperatureCalibration`
+            fitted on the validation split (``calibration.json``); ``temperature``
+            is its ``T`` (1.0 when it could not be fitted; ``calibration.reason``
+            says why).
     """
 
     run_dir: Path
@@ -97,6 +103,12 @@ class RunResult:
     initial_epoch: int
     epochs_done: int
     files: dict[str, Path] = field(default_factory=dict)
+    calibration: Any = None
+
+    @property
+    def temperature(self) -> float:
+        """The fitted temperature ``T`` (1.0 without a calibration)."""
+        return 1.0 if self.calibration is None else float(self.calibration.temperature)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -799,12 +811,14 @@ def train(
         train_spectra_per_second=(round(train_idx.size * (epochs_done - initial_epoch) / train_seconds, 1)
                                   if train_seconds > 0 and epochs_done > initial_epoch else None),
     )
+    calibration = _calibrate(best_model, x_val, y_val, local_batch, n_proc)
     files: dict[str, Path] = {}
     if chief:
         files = persistence.save_run(run_dir, best_model, preprocessor, config, history=history,
                                      formats=save_formats)
         if (run_dir / persistence.HISTORY_CSV).is_file():
             files["history_csv"] = run_dir / persistence.HISTORY_CSV
+        files["calibration"] = calibration.save(run_dir)
     return RunResult(
         run_dir=run_dir,
         model=best_model,
@@ -817,7 +831,30 @@ def train(
         initial_epoch=initial_epoch,
         epochs_done=epochs_done,
         files=files,
+        calibration=calibration,
     )
+
+
+def _calibrate(model: Any, x_val: np.ndarray, y_val: np.ndarray, batch_size: int, n_proc: int) -> Any:
+    """Temperature scaling on the validation split (see :mod:`specclass.calibration`).
+
+    The model's validation probabilities are computed once more with the best
+    weights (the checkpoint's own ``val_loss`` is that of the best epoch, but the
+    probabilities themselves are needed). Under several processes ``model.predict``
+    cannot fetch outputs spanning other processes' devices (as for
+    ``val_balanced_accuracy``): ``T = 1`` with that reason.
+    """
+    from specclass.calibration import TemperatureCalibration, fit_calibration
+
+    if n_proc > 1:
+        return TemperatureCalibration(n_val=int(y_val.size), reason=(
+            f"not fitted under {n_proc} processes (model.predict cannot fetch outputs spanning other "
+            "processes' devices); refit with a single process"))
+    proba = np.asarray(model.predict(x_val, batch_size=batch_size, verbose=0)) if y_val.size else \
+        np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
+    cal = fit_calibration(proba, y_val)
+    log.info("calibration: %s", cal.summary())
+    return cal
 
 
 def _version() -> str:

@@ -187,6 +187,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"done: {result.epochs_done} epochs; best {result.monitor} {best} at epoch {best_epoch}"
           f"{' (stopped early)' if cfg.get('stopped_early') else ''}")
     print(f"device: {cfg['device']['backend']} {', '.join(cfg['device']['devices'])}")
+    if result.calibration is not None:
+        print(f"calibration (temperature scaling on the val split): {result.calibration.summary()}")
     for role, path in sorted(result.files.items()):
         print(f"  {role:14s} {path}")
     print(f"next: specclass evaluate {args.out} {args.dataset}")
