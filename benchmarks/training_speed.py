@@ -21,26 +21,16 @@ defaults it to ``0``: oneDNN crashed training here). Outputs
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import REPO, command_line, environment, run_sentence, shared_data_dir, utc_now, write_report
 
-REPO = Path(__file__).resolve().parents[1]
 MODELS = ("spectral_tutorial", "spectral_resnet")
 FITS_DIRS = ("spectra", "spectra2", "spectra3", "dr7", "other_layouts")
-
-
-def shared_data_dir() -> Path:
-    """``$SPECCLASS_SHARED_DATA`` or ``../shared/data`` next to the repository."""
-    env = os.environ.get("SPECCLASS_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 def epoch_timer():
@@ -69,7 +59,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     from specclass.spectra.build import build_dataset
     from specclass.training import train
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from accuracy import concat
 
     sdss = args.shared_data / "sdss"
@@ -100,27 +89,22 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             keras.backend.clear_session()
     return {
         "benchmark": "training_speed",
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "command": command_line(),
+        "date_utc": utc_now(),
         "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "n_train": n_train, "n_val": n_val,
                      "n_sim_per_class": args.n_sim_per_class, "seed": args.seed},
-        "environment": {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-                        "keras_backend": keras.backend.backend(), "python": platform.python_version(),
-                        "platform": platform.platform(), "cpus": os.cpu_count(),
-                        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "environment": environment(),
         "results": results,
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The training-speed table."""
-    env, st = report["environment"], report["settings"]
+    st = report["settings"]
     lines = [
         "# Training-speed benchmark",
         "",
-        f"Command: `{report['command']}` ({report['date_utc']} UTC, {env['cpus']} CPUs, Keras backend "
-        f"{env['keras_backend']}, TF_ENABLE_ONEDNN_OPTS={env['TF_ENABLE_ONEDNN_OPTS']}, load average at end "
-        f"{env['loadavg_at_end'][0]}). {st['n_train']} training + {st['n_val']} validation spectra (real SDSS FITS + "
+        f"{run_sentence(report)} {st['n_train']} training + {st['n_val']} validation spectra (real SDSS FITS + "
         f"{st['n_sim_per_class']} simulated per class, seed4), batch {st['batch_size']}, {st['epochs']} epochs. "
         "Rate = training spectra / median wall time of the epochs after the first (an epoch includes its "
         "validation pass).",
@@ -154,13 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     import specclass  # noqa: F401  (sets the oneDNN default before TensorFlow loads)
 
     report = run_benchmark(args)
-    from specclass.evaluation import write_text_atomic
-
-    stem = "training_speed-quick" if args.quick else "training_speed"
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / f"{stem}.json", json.dumps(report, indent=1))
-    write_text_atomic(args.out / f"{stem}.md", markdown(report))
+    paths = write_report(args.out, "training_speed-quick" if args.quick else "training_speed", report, markdown)
     print(markdown(report))
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 
 
