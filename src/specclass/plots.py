@@ -2,8 +2,10 @@
 
 Every function draws with matplotlib's object-oriented API on an Agg canvas
 (:class:`matplotlib.figure.Figure`, no ``pyplot`` state, so it works headless and
-does not touch a notebook's backend), writes a PNG atomically (temp file in the
-same folder, then rename) and returns the path written.
+does not touch a notebook's backend). The ``plot_*`` functions write a PNG
+atomically (temp file in the same folder, then rename) and return the path
+written; ``history_figure`` and ``spectra_gallery_figure`` return the
+:class:`~matplotlib.figure.Figure` itself (to show in a notebook, or to inspect).
 """
 
 from __future__ import annotations
@@ -20,6 +22,47 @@ from specclass.atomic import write_atomic
 #: after the string given to ``compile``).
 ACCURACY_KEYS = ("accuracy", "sparse_categorical_accuracy", "acc", "categorical_accuracy")
 
+#: Flux axis label of a spectrum in SDSS units (the spec-file ``flux`` column; SDSS
+#: data model, ``spec`` files: 1e-17 erg/s/cm²/Å). Also right for MaStar and DESI.
+SDSS_FLUX_LABEL = "flux [1e-17 erg/s/cm²/Å]"
+#: Flux axis label of a flux-only text spectrum: the file gives no unit and no
+#: calibration, so only the shape is known.
+ARBITRARY_FLUX_LABEL = "flux (arbitrary units)"
+#: Flux axis label of a :mod:`specclass.simulate` spectrum (modelled in SDSS units).
+SIMULATED_FLUX_LABEL = "simulated flux, 1e-17 erg/s/cm²/Å"
+#: Flux axis label of a LAMOST spectrum (the reader keeps LAMOST's own flux scale,
+#: a relative calibration in DR1; see :mod:`specclass.io.fits`).
+LAMOST_FLUX_LABEL = "flux (LAMOST units)"
+
+
+def flux_axis_label(source: str = "", fmt: str = "") -> str:
+    """The flux-axis label for a spectrum from its dataset metadata.
+
+    Args:
+        source: the spectrum's ``meta['source']`` in a
+            :class:`~specclass.spectra.dataset.SpectralDataset` ('fits', 'text',
+            'simulated', 'other-survey'; '' when unknown).
+        fmt: its ``meta['format']`` (reader layout, e.g. 'spec-lite', 'text',
+            'lamost-lrs', 'simulated'; '' when unknown).
+
+    Returns:
+        :data:`SIMULATED_FLUX_LABEL` for simulated rows, :data:`ARBITRARY_FLUX_LABEL`
+        for flux-only text files (source or format 'text'), :data:`LAMOST_FLUX_LABEL`
+        for LAMOST layouts, else :data:`SDSS_FLUX_LABEL`.
+
+    Example:
+        >>> flux_axis_label("text", "text")
+        'flux (arbitrary units)'
+    """
+    source, fmt = str(source).strip().lower(), str(fmt).strip().lower()
+    if "simulated" in (source, fmt):
+        return SIMULATED_FLUX_LABEL
+    if "text" in (source, fmt):
+        return ARBITRARY_FLUX_LABEL
+    if fmt.startswith("lamost"):
+        return LAMOST_FLUX_LABEL
+    return SDSS_FLUX_LABEL
+
 
 def _new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,22 +78,57 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
-def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str | None = None) -> Path:
+def plot_history(
+    history: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    best_epoch: int | None = None,
+) -> Path:
+    """Write :func:`history_figure` (accuracy and loss per epoch) as a PNG; return ``path``.
+
+    Same arguments and errors as :func:`history_figure`, plus ``path``, the PNG to write.
+    """
+    return save_figure(history_figure(history, title=title, best_epoch=best_epoch), path)
+
+
+def history_figure(
+    history: Mapping[str, Sequence[float]],
+    title: str | None = None,
+    best_epoch: int | None = None,
+):
     """Accuracy and loss per epoch, training vs validation, side by side.
 
     Args:
         history: Keras ``History.history``-style dict: ``loss`` and optionally
             ``val_loss``, an accuracy key (one of :data:`ACCURACY_KEYS`) and its
             ``val_`` twin; each a list of per-epoch floats.
-        path: the PNG to write.
         title: optional figure title.
+        best_epoch: the epoch whose weights the run kept (restored best epoch),
+            **1-based** as Keras' progress log counts epochs (``Epoch 3/10``); both
+            panels get a dashed vertical line there, labelled ``best epoch N`` in
+            the legend. ``None``: no marker. A run's ``config.json`` may store it
+            0-based (``specclass.training``): the caller adds 1.
+
+    Returns:
+        :class:`matplotlib.figure.Figure` with two axes (accuracy, loss); epochs on
+        the x axis count from 1.
 
     Raises:
-        ValueError: if ``history`` has neither a loss nor an accuracy series.
+        ValueError: if ``history`` has neither a loss nor an accuracy series, or
+            ``best_epoch`` is not an integer between 1 and the number of epochs
+            recorded.
     """
     acc_key = next((k for k in ACCURACY_KEYS if k in history), None)
     if "loss" not in history and acc_key is None:
         raise ValueError(f"history has no 'loss' or accuracy series (keys: {sorted(history)})")
+    if best_epoch is not None:
+        n_epochs = max(len(v) for v in history.values())
+        if isinstance(best_epoch, bool) or not isinstance(best_epoch, (int, np.integer)) or not 1 <= best_epoch <= n_epochs:
+            raise ValueError(
+                f"best_epoch={best_epoch!r}: expected a 1-based epoch number between 1 and {n_epochs} "
+                f"(the epochs in the history)"
+            )
+        best_epoch = int(best_epoch)
     fig = _new_figure(10, 4)
     axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], acc_key, "accuracy"), (axes[1], "loss", "loss")):
@@ -64,6 +142,8 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike
         if f"val_{key}" in history:
             val = np.asarray(history[f"val_{key}"], dtype=float)
             ax.plot(np.arange(1, val.size + 1), val, "s-", ms=3, label="validation")
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="0.35", ls="--", lw=1, label=f"best epoch {best_epoch}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(label)
@@ -71,7 +151,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str | os.PathLike
         ax.legend()
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_confusion_matrix(
@@ -134,20 +214,58 @@ def plot_spectra_gallery(
     titles: Sequence[str] | None = None,
     ivar: np.ndarray | None = None,
     ncols: int = 3,
+    sources: Sequence[str] | None = None,
+    formats: Sequence[str] | None = None,
 ) -> Path:
+    """Write :func:`spectra_gallery_figure` as a PNG to ``path`` and return ``path``.
+
+    Same arguments and errors as :func:`spectra_gallery_figure`, plus ``path``, the PNG to write.
+    """
+    return save_figure(
+        spectra_gallery_figure(wavelength, flux, true_labels, predicted_labels, probabilities, titles=titles,
+                               ivar=ivar, ncols=ncols, sources=sources, formats=formats),
+        path,
+    )
+
+
+def spectra_gallery_figure(
+    wavelength: np.ndarray,
+    flux: np.ndarray,
+    true_labels: Sequence[str],
+    predicted_labels: Sequence[str],
+    probabilities: Sequence[float],
+    titles: Sequence[str] | None = None,
+    ivar: np.ndarray | None = None,
+    ncols: int = 3,
+    sources: Sequence[str] | None = None,
+    formats: Sequence[str] | None = None,
+):
     """A grid of spectra (e.g. the misclassified ones) with true / predicted labels.
+
+    Each panel's flux axis says what its flux is (:func:`flux_axis_label`): SDSS
+    units (1e-17 erg/s/cm²/Å) for FITS spectra, "flux (arbitrary units)" for
+    flux-only text files, which carry no calibration, "simulated flux, ..." for
+    simulated rows. A dataset's rows give it as ``meta['source']`` /
+    ``meta['format']`` (:class:`~specclass.spectra.dataset.SpectralDataset`).
 
     Args:
         wavelength: ``(L,)`` vacuum wavelength in Å (shared grid), or ``(K, L)`` one per
             spectrum.
-        flux: ``(K, L)`` flux, 1e-17 erg/s/cm²/Å.
+        flux: ``(K, L)`` flux, in the units the panel's source implies (see above).
         true_labels, predicted_labels: ``K`` class names each.
         probabilities: ``K`` predicted-class probabilities.
-        path: the PNG to write.
         titles: optional ``K`` panel titles (e.g. 'PLATE-MJD-FIBERID').
         ivar: optional ``(K, L)`` inverse variance; pixels with ``ivar == 0`` are
             not drawn (no data there).
         ncols: panels per row.
+        sources: optional ``K`` values of ``meta['source']`` ('fits', 'text',
+            'simulated', 'other-survey'). Without ``sources`` and ``formats`` every
+            panel is labelled in SDSS units.
+        formats: optional ``K`` values of ``meta['format']`` (reader layout).
+
+    Returns:
+        :class:`matplotlib.figure.Figure`, one axes per panel (row-major; unused
+        cells switched off).
 
     Raises:
         ValueError: if the lengths disagree or ``K == 0``.
@@ -161,6 +279,9 @@ def plot_spectra_gallery(
             f"{k} spectra but {len(true_labels)} true labels, {len(predicted_labels)} predicted labels "
             f"and {len(probabilities)} probabilities"
         )
+    for name, values in (("sources", sources), ("formats", formats)):
+        if values is not None and len(values) != k:
+            raise ValueError(f"{k} spectra but {len(values)} {name}")
     wavelength = np.asarray(wavelength, dtype=float)
     waves = np.broadcast_to(wavelength, flux.shape)
     ncols = max(1, min(ncols, k))
@@ -179,9 +300,10 @@ def plot_spectra_gallery(
         ax.set_title(f"{head}true {true_labels[i]} → predicted {predicted_labels[i]} (p={probabilities[i]:.2f})",
                      fontsize=8)
         ax.set_xlabel("wavelength [Å]", fontsize=8)
-        ax.set_ylabel("flux [1e-17 erg/s/cm²/Å]", fontsize=7)
+        ax.set_ylabel(flux_axis_label("" if sources is None else sources[i], "" if formats is None else formats[i]),
+                      fontsize=7)
         ax.tick_params(labelsize=7)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_digits(
