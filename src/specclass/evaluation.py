@@ -5,7 +5,12 @@ The one entry point shared by spectral and MNIST runs is
 probabilities into a JSON-serialisable ``dict``. :func:`evaluate_run` does the
 whole job for a spectral run folder: load the run, predict on a split of a
 dataset, and write ``metrics.json``, ``misclassified.csv``, the plots and
-``report.html`` into the run folder.
+``report.html`` into the run folder (for the test split; any other split gets
+its own names, ``metrics-val.json``, ``report-val.html``, ... see
+:func:`output_names`, so evaluating the validation split never overwrites the
+test report). It also scores the run's calibration (:mod:`specclass.calibration`):
+expected calibration error of the raw and temperature-scaled probabilities, and
+coverage / accuracy of the spectra that are not flagged uncertain.
 
 Metrics come from scikit-learn (``accuracy_score``,
 ``precision_recall_fscore_support``, ``confusion_matrix``); labels are always
@@ -254,6 +259,75 @@ def dataset_summary(y: np.ndarray, class_names: Sequence[str], **extra: Any) -> 
 
 
 # --------------------------------------------------------------------------- run folders
+#: Files :func:`evaluate_run` writes, by role; the test split uses these names.
+OUTPUT_FILES = {
+    "metrics": "metrics.json",
+    "misclassified_csv": "misclassified.csv",
+    "confusion_matrix": "confusion_matrix.png",
+    "curves": "curves.png",
+    "misclassified_spectra": "misclassified_spectra.png",
+    "report": "report.html",
+}
+
+
+def output_names(split: str) -> dict[str, str]:
+    """File names :func:`evaluate_run` writes for ``split``, by role.
+
+    The test split keeps the plain names (``metrics.json``, ``report.html``, ...:
+    the run's report, which README and the demo point to); any other split adds
+    ``-SPLIT`` before the suffix (``metrics-val.json``, ``report-val.html``,
+    ``confusion_matrix-val.png``, ...).
+    """
+    if split == "test":
+        return dict(OUTPUT_FILES)
+    return {role: f"{Path(name).stem}-{split}{Path(name).suffix}" for role, name in OUTPUT_FILES.items()}
+
+
+def calibration_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    proba_raw: np.ndarray,
+    temperature: float,
+    uncertain_below: float,
+    *,
+    source: str = "",
+    n_bins: int | None = None,
+) -> dict[str, Any]:
+    """Calibration figures of one evaluated split (the ``calibration`` entry of ``metrics.json``).
+
+    Args:
+        y_true: ``(N,)`` int class indices.
+        proba_raw: ``(N, C)`` the network's raw softmax probabilities.
+        temperature: ``T`` applied to get the calibrated probabilities.
+        uncertain_below: threshold of the uncertain flag (in ``[0, 1]``).
+        source: where ``T`` comes from (text).
+        n_bins: ECE bins (default :data:`specclass.calibration.DEFAULT_N_BINS`).
+
+    Returns:
+        ``{"temperature", "probabilities", "n_bins", "ece_raw", "ece_calibrated",
+        "nll_raw", "nll_calibrated", "uncertain_below", "selective"}``; ``selective``
+        is :func:`specclass.calibration.selective_metrics` of the calibrated
+        probabilities (coverage = fraction not uncertain; accuracy and balanced
+        accuracy on the covered rows). Figures over no rows are None.
+    """
+    from specclass import calibration as cal
+
+    n_bins = cal.DEFAULT_N_BINS if n_bins is None else n_bins
+    y = np.asarray(y_true).astype(np.int64)
+    proba_cal = cal.apply_temperature(proba_raw, temperature)
+    return _nan_to_none({
+        "temperature": float(temperature),
+        "probabilities": source,
+        "method": cal.METHOD,
+        "n_bins": int(n_bins),
+        "ece_raw": cal.expected_calibration_error(proba_raw, y, n_bins),
+        "ece_calibrated": cal.expected_calibration_error(proba_cal, y, n_bins),
+        "nll_raw": cal.negative_log_likelihood(proba_raw, y),
+        "nll_calibrated": cal.negative_log_likelihood(proba_cal, y),
+        "uncertain_below": float(uncertain_below),
+        "selective": cal.selective_metrics(proba_cal, y, uncertain_below),
+    })
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     dataset: Any,
@@ -261,6 +335,8 @@ def evaluate_run(
     *,
     max_gallery: int = 12,
     batch_size: int = 256,
+    calibrate: bool = True,
+    uncertain_below: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a spectral run folder on one split of a dataset and write the results.
 
@@ -270,13 +346,25 @@ def evaluate_run(
     into ``run_dir``: ``metrics.json``, ``misclassified.csv``,
     ``confusion_matrix.png``, ``curves.png`` (when the run has a history),
     ``misclassified_spectra.png`` (when anything is misclassified) and
-    ``report.html``.
+    ``report.html`` -- these names for the test split; another split writes
+    ``metrics-SPLIT.json``, ``report-SPLIT.html``, ... (:func:`output_names`) and
+    leaves the test files alone.
+
+    Probabilities are the run's calibrated ones (``calibration.json``; ``T = 1``
+    without it, or with ``calibrate=False``). The arg-max, hence every
+    accuracy figure, is the same either way; the probabilities of
+    ``misclassified`` are the calibrated ones. ``metrics["calibration"]`` holds
+    :func:`calibration_metrics` (ECE raw and calibrated, ``T``, coverage and
+    accuracy / balanced accuracy of the rows not flagged uncertain).
 
     Args:
         run_dir: the run folder written by ``specclass train``.
         dataset: a :class:`specclass.spectra.dataset.SpectralDataset` or a path to a
             dataset file.
         split: 'train', 'val', 'test', or 'all' (every row, ignoring the split column).
+        calibrate: apply the run's temperature (False: raw softmax, ``T = 1``).
+        uncertain_below: threshold of the uncertain flag (default
+            :data:`specclass.calibration.DEFAULT_UNCERTAIN_BELOW`).
 
     Returns:
         The metrics dict (as written to ``metrics.json``) with an added ``"files"``
@@ -288,8 +376,11 @@ def evaluate_run(
         FileNotFoundError: if the run folder or dataset file does not exist.
     """
     from specclass import persistence, plots, report
+    from specclass.calibration import DEFAULT_UNCERTAIN_BELOW, apply_temperature, check_threshold
+    from specclass.predict import run_temperature
     from specclass.spectra.dataset import SpectralDataset
 
+    uncertain_below = check_threshold(DEFAULT_UNCERTAIN_BELOW if uncertain_below is None else uncertain_below)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
@@ -309,9 +400,12 @@ def evaluate_run(
             f"(run folder {run_dir}); labels would be misread"
         )
     x = run.preprocessor.transform(data.flux, data.ivar)
-    proba = np.asarray(run.model.predict(x, batch_size=batch_size, verbose=0))
+    proba_raw = np.asarray(run.model.predict(x, batch_size=batch_size, verbose=0))
+    temperature, how = run_temperature(run, calibrate)
+    proba = apply_temperature(proba_raw, temperature)
     metrics = evaluate_predictions(data.labels, proba, class_names, meta=data.meta)
     metrics["split"] = split
+    metrics["calibration"] = calibration_metrics(data.labels, proba_raw, temperature, uncertain_below, source=how)
     metrics["dataset"] = dict(
         dataset_summary(data.labels, class_names),
         file=str(dataset_path) if dataset_path else None,
@@ -320,15 +414,20 @@ def evaluate_run(
         sources=sorted(set(np.asarray(data.meta["source"]).astype(str).tolist())),
     )
 
-    files: dict[str, str] = {"metrics": str(run_dir / "metrics.json")}
-    files["misclassified_csv"] = str(write_misclassified_csv(metrics["misclassified"], run_dir / "misclassified.csv"))
+    names = output_names(split)
+    files: dict[str, str] = {"metrics": str(run_dir / names["metrics"])}
+    files["misclassified_csv"] = str(write_misclassified_csv(metrics["misclassified"],
+                                                             run_dir / names["misclassified_csv"]))
     images: dict[str, Path] = {}
+    roles: dict[str, str] = {}
     images["Confusion matrix"] = plots.plot_confusion_matrix(
-        np.array(metrics["confusion_matrix"]["counts"]), class_names, run_dir / "confusion_matrix.png"
+        np.array(metrics["confusion_matrix"]["counts"]), class_names, run_dir / names["confusion_matrix"]
     )
+    roles["Confusion matrix"] = "confusion_matrix"
     history = run.history
     if history:
-        images["Training curves"] = plots.plot_history(history, run_dir / "curves.png")
+        images["Training curves"] = plots.plot_history(history, run_dir / names["curves"])
+        roles["Training curves"] = "curves"
     wrong = [row["index"] for row in metrics["misclassified"][:max_gallery]]
     if wrong:
         images["Misclassified spectra"] = plots.plot_spectra_gallery(
@@ -337,16 +436,17 @@ def evaluate_run(
             [metrics["misclassified"][k]["true"] for k in range(len(wrong))],
             [metrics["misclassified"][k]["predicted"] for k in range(len(wrong))],
             [metrics["misclassified"][k]["probability"] for k in range(len(wrong))],
-            run_dir / "misclassified_spectra.png",
+            run_dir / names["misclassified_spectra"],
             titles=[_spectrum_title(metrics["misclassified"][k]) for k in range(len(wrong))],
             ivar=data.ivar[wrong],
         )
+        roles["Misclassified spectra"] = "misclassified_spectra"
     for key, p in images.items():
-        files[p.stem] = str(p)  # confusion_matrix, curves, misclassified_spectra
+        files[roles[key]] = str(p)  # confusion_matrix, curves, misclassified_spectra
     config = run.config
     files["report"] = str(
         report.write_report(
-            run_dir / "report.html",
+            run_dir / names["report"],
             title=f"specclass {run.config.get('model', 'model')} run '{run_dir.name}': {split} split",
             config=config,
             dataset=metrics["dataset"],
@@ -355,7 +455,7 @@ def evaluate_run(
         )
     )
     metrics["files"] = files
-    write_metrics_json(metrics, run_dir / "metrics.json")
+    write_metrics_json(metrics, run_dir / names["metrics"])
     return metrics
 
 

@@ -7,12 +7,29 @@ row in a dataset built on that grid get the same probabilities.
 Output rows (dicts; :func:`write_predictions_csv` writes them in this column order)::
 
     file, row, plate, mjd, fiberid, file_class, file_subclass, z, zwarning,
-    predicted_class, probability, p_<CLASS> (one per class), reason
+    predicted_class, probability, uncertain, p_<CLASS> (one per class), reason
 
 ``file_class``/``file_subclass`` are the labels the file itself carries (or the
 dataset row's class); ``probability`` is that of ``predicted_class``; ``reason`` is
 empty for a classified spectrum and says why for one that could not be (unreadable
 file, no good pixel on the model's grid).
+
+Probabilities are **calibrated** by default: when the run folder has
+``calibration.json`` (written by ``specclass train``), its temperature ``T`` is
+applied (:func:`specclass.calibration.apply_temperature`); ``calibrate=False``
+(``--no-calibration``) gives the network's raw softmax. A run folder without
+``calibration.json`` (trained before it existed) predicts with ``T = 1`` and says so
+once in the log. ``uncertain`` is 1 when ``probability`` is below ``uncertain_below``
+(default :data:`specclass.calibration.DEFAULT_UNCERTAIN_BELOW` = 0.5: a calibrated
+top probability under 0.5 means the predicted class is more likely wrong than
+right), else 0. ``predicted_class`` stays the arg-max either way, so nothing is
+lost: filter on ``uncertain`` to abstain.
+
+Unknown values: in the row dicts they follow :class:`specclass.spectrum.SpectrumMeta`
+(``z`` NaN, ``zwarning``/``plate``/``mjd``/``fiberid`` -1, strings empty); in the CSV
+every unknown value is an **empty cell**, which ``astropy.table.Table.read(...,
+format="ascii.csv")`` reads as a masked value and pandas as NaN (never a -1 that
+looks like a real bit mask, nor a ``nan`` string in an integer column).
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from specclass import persistence
+from specclass.calibration import DEFAULT_UNCERTAIN_BELOW, check_threshold, apply_temperature
 from specclass.preprocessing import Preprocessor
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +55,12 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 BASE_COLUMNS = ("file", "row", "plate", "mjd", "fiberid", "file_class", "file_subclass", "z", "zwarning",
-                "predicted_class", "probability")
+                "predicted_class", "probability", "uncertain")
+
+#: Integer columns whose negative value means "unknown" (written as an empty CSV cell).
+_UNKNOWN_IF_NEGATIVE = ("plate", "mjd", "fiberid", "zwarning")
+
+_said_uncalibrated: set[str] = set()
 
 
 def _as_run(run: Any, fmt: str = "keras") -> persistence.LoadedRun:
@@ -54,6 +77,7 @@ def predict_arrays(
     *,
     batch_size: int = 256,
     chunk: int = 4096,
+    temperature: float = 1.0,
 ) -> np.ndarray:
     """Class probabilities for gridded spectra.
 
@@ -63,6 +87,8 @@ def predict_arrays(
         flux, ivar: ``(N, L)`` on the run's grid.
         batch_size: ``model.predict`` batch size.
         chunk: spectra preprocessed at a time (bounds memory).
+        temperature: ``T`` of :func:`specclass.calibration.apply_temperature`
+            (default 1: the network's raw softmax; a run's own is ``run.temperature``).
 
     Returns:
         ``(N, n_classes)`` float32 probabilities, columns in ``preprocessor.class_names`` order.
@@ -74,14 +100,39 @@ def predict_arrays(
     for start in range(0, flux.shape[0], chunk):
         x = preprocessor.transform(flux[start : start + chunk], ivar[start : start + chunk])
         out[start : start + chunk] = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-    return out
+    return apply_temperature(out, temperature) if temperature != 1.0 else out
 
 
-def _row(meta: dict[str, Any], proba: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+def run_temperature(run: persistence.LoadedRun, calibrate: bool = True) -> tuple[float, str]:
+    """The temperature to apply for ``run`` and a few words on where it comes from.
+
+    Args:
+        run: a loaded run folder.
+        calibrate: False: always ``T = 1`` (raw softmax).
+
+    Returns:
+        ``(T, description)``; a run folder without ``calibration.json`` gives
+        ``T = 1`` (logged once per run folder).
+    """
+    if not calibrate:
+        return 1.0, "raw softmax (calibration off)"
+    if run.calibration is None:
+        key = str(run.run_dir)
+        if key not in _said_uncalibrated:
+            _said_uncalibrated.add(key)
+            log.warning("%s has no calibration.json (trained before calibration existed): raw softmax "
+                        "probabilities (T = 1)", run.run_dir)
+        return 1.0, f"raw softmax: {run.run_dir} has no calibration.json (T = 1)"
+    return run.temperature, f"temperature scaling, T = {run.temperature:.4g} (calibration.json)"
+
+
+def _row(meta: dict[str, Any], proba: np.ndarray, class_names: Sequence[str],
+         uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> dict[str, Any]:
     k = int(np.argmax(proba))
     row = dict(meta)
     row["predicted_class"] = class_names[k]
     row["probability"] = float(proba[k])
+    row["uncertain"] = int(float(proba[k]) < uncertain_below)
     for name, p in zip(class_names, proba):
         row[f"p_{name}"] = float(p)
     row["reason"] = ""
@@ -98,6 +149,8 @@ def predict_files(
     min_good_pixels: int = 1,
     progress: bool = False,
     chunk: int = 2048,
+    calibrate: bool = True,
+    uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify spectrum files with a run folder.
 
@@ -113,6 +166,10 @@ def predict_files(
             reported as failures instead of being classified.
         progress: show a tqdm progress bar over files.
         chunk: spectra gridded and held in memory before they are classified.
+        calibrate: apply the run's temperature (``calibration.json``; ``T = 1``
+            without one); False: the network's raw softmax.
+        uncertain_below: rows whose top probability is below this get
+            ``uncertain = 1`` (in ``[0, 1]``; 0 flags nothing).
 
     Returns:
         ``(rows, failures)``: one dict per spectrum classified (see module
@@ -120,11 +177,14 @@ def predict_files(
 
     Raises:
         specclass.persistence.RunFolderError: the run folder is incomplete.
+        ValueError: ``uncertain_below`` outside ``[0, 1]``.
     """
     from specclass.io import find_spectrum_files, iter_spectra
 
+    uncertain_below = check_threshold(uncertain_below)
     run = _as_run(run_dir, fmt)
     pre = run.preprocessor
+    temperature, _ = run_temperature(run, calibrate)
     # a file named and also inside a given folder is classified once
     unique: dict[Path, Path] = {}
     for f in find_spectrum_files(paths_or_dirs):
@@ -138,8 +198,9 @@ def predict_files(
 
     def flush() -> None:  # classify what is buffered (bounded memory for many files)
         if metas:
-            proba = predict_arrays(run.model, pre, np.stack(fluxes), np.stack(ivars), batch_size=batch_size)
-            rows.extend(_row(meta, p, pre.class_names) for meta, p in zip(metas, proba))
+            proba = predict_arrays(run.model, pre, np.stack(fluxes), np.stack(ivars), batch_size=batch_size,
+                                   temperature=temperature)
+            rows.extend(_row(meta, p, pre.class_names, uncertain_below) for meta, p in zip(metas, proba))
             metas.clear()
             fluxes.clear()
             ivars.clear()
@@ -194,6 +255,8 @@ def predict_dataset(
     out: str | os.PathLike | None = None,
     batch_size: int = 256,
     fmt: str = "keras",
+    calibrate: bool = True,
+    uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
 ) -> list[dict[str, Any]]:
     """Classify the rows of a dataset (already on a grid) with a run folder.
 
@@ -202,6 +265,7 @@ def predict_dataset(
         dataset: a :class:`~specclass.spectra.dataset.SpectralDataset` or its file.
         split: ``"train"``, ``"val"``, ``"test"`` or ``None`` (every row).
         out: optional CSV path (written atomically).
+        calibrate, uncertain_below: as :func:`predict_files`.
 
     Returns:
         One row dict per dataset row; ``file_class`` is the row's label name.
@@ -212,8 +276,10 @@ def predict_dataset(
     """
     from specclass.spectra.dataset import SpectralDataset
 
+    uncertain_below = check_threshold(uncertain_below)
     run = _as_run(run_dir, fmt)
     pre = run.preprocessor
+    temperature, _ = run_temperature(run, calibrate)
     if not isinstance(dataset, SpectralDataset):
         dataset = SpectralDataset.load(dataset)
     if split is not None:
@@ -223,7 +289,8 @@ def predict_dataset(
             f"dataset grid ({dataset.flux.shape[1]} pixels from loglam {dataset.loglam[0]:.5f}) differs from the "
             f"run's ({pre.input_length} pixels from {pre.loglam[0]:.5f}); rebuild the dataset on the run's grid"
         )
-    proba = predict_arrays(run.model, pre, dataset.flux, dataset.ivar, batch_size=batch_size)
+    proba = predict_arrays(run.model, pre, dataset.flux, dataset.ivar, batch_size=batch_size,
+                           temperature=temperature)
     meta = dataset.meta
     rows = []
     for i in range(len(dataset)):
@@ -238,7 +305,7 @@ def predict_dataset(
             "file_subclass": str(meta["subclass"][i]),
             "z": float(meta["z"][i]),
             "zwarning": int(meta["zwarning"][i]),
-        }, proba[i], pre.class_names))
+        }, proba[i], pre.class_names, uncertain_below))
     if out is not None:
         write_predictions_csv(out, rows, [], pre.class_names)
     return rows
@@ -252,14 +319,27 @@ def write_predictions_csv(
 ) -> Path:
     """Write predictions (then failures, with only ``file`` and ``reason``) as CSV, atomically.
 
-    Columns: :data:`BASE_COLUMNS`, ``p_<CLASS>`` per class, ``reason``.
+    Columns: :data:`BASE_COLUMNS`, ``p_<CLASS>`` per class, ``reason``. Floats
+    with 6 significant digits; unknown values (NaN, None, a negative
+    ``plate``/``mjd``/``fiberid``/``zwarning``) as empty cells.
     """
     columns = [*BASE_COLUMNS, *(f"p_{c}" for c in class_names), "reason"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: _cell(k, v) for k, v in row.items()})
     for fail in failures:
         writer.writerow({"file": fail["file"], "reason": fail["reason"]})
     return persistence.write_text_atomic(path, buf.getvalue())
+
+
+def _cell(key: str, value: Any) -> Any:
+    """One CSV cell: unknown -> empty, float -> 6 significant digits."""
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return "" if not np.isfinite(value) else f"{float(value):.6g}"
+    if key in _UNKNOWN_IF_NEGATIVE and isinstance(value, (int, np.integer)) and value < 0:
+        return ""
+    return value

@@ -4,7 +4,8 @@ The page has no external assets: images are inlined as base64 PNG ``data:`` URIs
 the style sheet is inline, there is no JavaScript. It shows the run
 configuration, a dataset summary, the metrics (accuracy, balanced accuracy,
 per-class precision / recall / F1 with counts), small-class warnings, the
-confusion matrices, the curves, the ZWARNING / source breakdowns and the
+calibration (temperature, ECE raw and calibrated, coverage and accuracy of the
+spectra not flagged uncertain), the confusion matrices, the curves, the ZWARNING / source breakdowns and the
 misclassified examples (gallery and table). Spectral and MNIST runs use the same
 page; sections without data are left out.
 """
@@ -93,6 +94,30 @@ def _metrics_section(metrics: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _calibration_section(cal: Mapping[str, Any]) -> str:
+    sel = cal.get("selective") or {}
+    thr = cal.get("uncertain_below")
+    rows = [
+        ("probabilities", _e(cal.get("probabilities") or cal.get("method", ""))),
+        ("temperature T", _fmt(cal.get("temperature"), 3)),
+        (f"expected calibration error, raw softmax ({cal.get('n_bins')} bins)", _fmt(cal.get("ece_raw"), 4)),
+        ("expected calibration error, calibrated", _fmt(cal.get("ece_calibrated"), 4)),
+        ("negative log-likelihood, raw → calibrated",
+         f"{_fmt(cal.get('nll_raw'), 4)} → {_fmt(cal.get('nll_calibrated'), 4)}"),
+        (f"uncertain (top calibrated probability &lt; {_fmt(thr, 2)})",
+         f"{sel.get('n_uncertain', '–')} of {sel.get('n', '–')}"),
+        ("coverage (fraction not uncertain)", _fmt(sel.get("coverage"), 3)),
+        ("accuracy on the covered spectra", _fmt(sel.get("accuracy"), 4)),
+        ("balanced accuracy on the covered spectra", _fmt(sel.get("balanced_accuracy"), 4)),
+        ("accuracy on the uncertain spectra", _fmt(sel.get("accuracy_uncertain"), 4)),
+    ]
+    body = "".join(f"<tr><td class='l'>{k}</td><td>{v}</td></tr>" for k, v in rows)
+    return ("<p>Temperature scaling (Guo et al. 2017, arXiv:1706.04599) fitted on the validation split; "
+            "ECE as Naeini et al. 2015 / Guo et al. eq. 3. The predicted class is the same with and without "
+            "it; a spectrum is <em>uncertain</em> when its top calibrated probability is below the threshold."
+            "</p><table><tr><th class='l'>calibration</th><th>value</th></tr>" + body + "</table>")
+
+
 def _confusion_table(cm: Mapping[str, Any]) -> str:
     labels = cm["labels"]
     head = "".join(f"<th>{_e(c)}</th>" for c in labels)
@@ -151,6 +176,8 @@ def render_report(
             f"<p>Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by specclass.</p>"]
     if metrics:
         body.append("<h2>Metrics</h2>" + _metrics_section(metrics))
+    if metrics.get("calibration"):
+        body.append("<h2>Calibration and uncertain spectra</h2>" + _calibration_section(metrics["calibration"]))
     if "confusion_matrix" in metrics:
         body.append("<h2>Confusion matrix</h2>" + _confusion_table(metrics["confusion_matrix"]))
     for name, path in images.items():

@@ -5,7 +5,7 @@
     specclass models
     specclass train DATASET --model spectral_resnet --epochs 30 --batch-size 32 --out RUN
     specclass evaluate RUN DATASET --split test
-    specclass predict RUN FILES_OR_DIRS... --out predictions.csv
+    specclass predict RUN FILES_OR_DIRS... --out predictions.csv [--uncertain-below 0.5] [--no-calibration]
 
 ``train`` resumes: run the same command again on the same ``--out`` and it
 continues from the last finished epoch (see :mod:`specclass.training`). Under
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from specclass.cli import CLIError
-from specclass.commands.argtypes import non_negative_int, positive_int
+from specclass.commands.argtypes import non_negative_int, positive_int, probability
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     e.add_argument("run", type=Path, help="run folder written by 'specclass train'")
     e.add_argument("dataset", type=Path, help="dataset file on the run's grid")
-    e.add_argument("--split", choices=("train", "val", "test", "all"), default="test", help="default test")
+    e.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                   help="default test; other splits write metrics-SPLIT.json, report-SPLIT.html, ... so the "
+                        "test outputs are never overwritten")
+    _calibration_options(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = subparsers.add_parser(
@@ -106,10 +109,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
     r.add_argument("--format", choices=SAVE_FORMATS, default="keras", help="model file to load (default keras)")
     r.add_argument("--batch-size", type=positive_int, default=256, help="prediction batch size (default 256)")
+    _calibration_options(r)
     r.set_defaults(func=cmd_predict)
 
     m = subparsers.add_parser("models", help="list the registered models and their options")
     m.set_defaults(func=cmd_models)
+
+
+def _calibration_options(parser: argparse.ArgumentParser) -> None:
+    from specclass.calibration import DEFAULT_UNCERTAIN_BELOW
+
+    parser.add_argument("--uncertain-below", type=probability, default=DEFAULT_UNCERTAIN_BELOW, metavar="P",
+                        help="flag a spectrum uncertain when its top (calibrated) probability is below P, in [0, 1] "
+                             f"(default {DEFAULT_UNCERTAIN_BELOW}: the predicted class is then more likely wrong "
+                             "than right; 0 flags nothing); the predicted class stays the most probable one")
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="use the network's raw softmax, not the temperature of the run's calibration.json")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -203,7 +218,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not args.dataset.is_file():
         raise CLIError(f"{args.dataset}: no such dataset file")
     try:
-        metrics = evaluate_run(args.run, args.dataset, args.split)
+        metrics = evaluate_run(args.run, args.dataset, args.split, calibrate=not args.no_calibration,
+                               uncertain_below=args.uncertain_below)
     except (RunFolderError, FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     print(f"{args.run} on {args.dataset} [{args.split}]: n={metrics['n']} "
@@ -212,6 +228,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         flag = "  (few examples)" if row.get("small") else ""
         print(f"  {row['name']:10s} recall={row['recall']:.3f} precision={row['precision']:.3f} "
               f"support={row['support']}{flag}")
+    cal = metrics.get("calibration") or {}
+    if cal:
+        sel = cal.get("selective") or {}
+
+        def f(v: Any) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        print(f"  calibration: {cal.get('probabilities')}; ECE raw {f(cal.get('ece_raw'))} -> "
+              f"calibrated {f(cal.get('ece_calibrated'))}")
+        print(f"  uncertain below {cal.get('uncertain_below'):g}: {sel.get('n_uncertain')} of {sel.get('n')}; "
+              f"coverage {f(sel.get('coverage'))}, accuracy {f(sel.get('accuracy'))}, balanced accuracy "
+              f"{f(sel.get('balanced_accuracy'))} on the covered rows")
     for role, path in metrics.get("files", {}).items():
         print(f"  {role}: {path}")
     return 0
@@ -221,20 +249,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``specclass predict``."""
     from collections import Counter
 
-    from specclass.persistence import RunFolderError
-    from specclass.predict import predict_files
+    from specclass.persistence import RunFolderError, load_run
+    from specclass.predict import predict_files, run_temperature
 
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise CLIError(f"no such file or folder: {', '.join(missing)}")
     try:
-        rows, failures = predict_files(args.run, args.paths, out=args.out, batch_size=args.batch_size,
-                                       fmt=args.format)
+        run = load_run(args.run, fmt=args.format, compile=False)
     except RunFolderError as exc:
         raise CLIError(str(exc)) from None
+    _, how = run_temperature(run, not args.no_calibration)
+    print(f"probabilities: {how}")
+    rows, failures = predict_files(run, args.paths, out=args.out, batch_size=args.batch_size,
+                                   calibrate=not args.no_calibration, uncertain_below=args.uncertain_below)
     counts = Counter(r["predicted_class"] for r in rows)
+    n_unsure = sum(r["uncertain"] for r in rows)
     print(f"classified {len(rows)} spectra ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}); "
           f"{len(failures)} not classified -> {args.out}")
+    print(f"uncertain (top probability < {args.uncertain_below:g}): {n_unsure} of {len(rows)} "
+          "(column 'uncertain' = 1; predicted_class is still the most probable class)")
     for fail in failures[:10]:
         print(f"  skipped {fail['file']}: {fail['reason']}")
     if len(failures) > 10:
