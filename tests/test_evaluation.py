@@ -227,16 +227,23 @@ def test_evaluate_run_writes_everything(spectral_run):
     if m["misclassified"]:
         row = m["misclassified"][0]
         assert row["file"].endswith(".fits") and row["plate"] > 0 and row["fiberid"] > 0
-        assert (run_dir / "misclassified_spectra.png").stat().st_size > 0
-    for name in ("metrics.json", "misclassified.csv", "confusion_matrix.png", "curves.png", "report.html"):
+        assert (run_dir / "misclassified_spectra-all.png").stat().st_size > 0
+    for name in ("metrics-all.json", "misclassified-all.csv", "confusion_matrix-all.png", "curves-all.png",
+                 "report-all.html"):
         assert (run_dir / name).stat().st_size > 0, name
-    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert not (run_dir / "metrics.json").exists()  # split 'all' leaves the test split's names alone
+    on_disk = json.loads((run_dir / "metrics-all.json").read_text())
     assert on_disk["accuracy"] == m["accuracy"] and on_disk["files"] == m["files"]
-    html = (run_dir / "report.html").read_text()
+    html = (run_dir / "report-all.html").read_text()
     assert "spectral_tutorial" in html and "By ZWARNING" in html and "https://" not in html
-    # the test split alone (object-grouped split written by the dataset builder)
+    # a run folder without calibration.json: T = 1, the raw softmax, said so
+    assert m["calibration"]["temperature"] == 1.0 and "no calibration.json" in m["calibration"]["probabilities"]
+    assert "Calibration and uncertain spectra" in html
+    # the test split alone (object-grouped split written by the dataset builder) keeps the plain names
     t = evaluate_run(run_dir, ds, split="test")
     assert t["n"] == int((ds.meta["split"] == 2).sum()) > 0
+    assert json.loads((run_dir / "metrics.json").read_text())["split"] == "test"
+    assert json.loads((run_dir / "metrics-all.json").read_text())["split"] == "all"
 
 
 def test_evaluate_run_refuses_other_class_order(spectral_run):

@@ -122,8 +122,8 @@ def test_unreadable_and_empty_spectra_get_a_reason_and_csv_is_written(tmp_path, 
         table = list(csv.DictReader(fh))
     class_names = persistence.load_preprocessor(run_dir).class_names
     assert list(table[0]) == ["file", "row", "plate", "mjd", "fiberid", "file_class", "file_subclass", "z",
-                              "zwarning", "predicted_class", "probability", *[f"p_{c}" for c in class_names],
-                              "reason"]
+                              "zwarning", "predicted_class", "probability", "uncertain",
+                              *[f"p_{c}" for c in class_names], "reason"]
     assert len(table) == 5
     assert [t["reason"] == "" for t in table] == [True, True, True, False, False]
     assert all(t["predicted_class"] in class_names for t in table[:3])
@@ -148,6 +148,7 @@ def test_cli_train_predict_evaluate_models(tmp_path, real_ds, inputs, capsys):
                  "--out", str(run), "--quiet", "--save-formats", "keras,json", "--seed", "5"]) == 0
     out = capsys.readouterr().out
     assert "done: 1 epochs" in out and "model_keras" in out
+    assert (run / "calibration.json").is_file() and "calibration (temperature scaling on the val split): T = " in out
     assert (run / "model.json").is_file() and json.loads((run / "config.json").read_text())["seed"] == 5
 
     csv_path = tmp_path / "p.csv"
@@ -159,7 +160,9 @@ def test_cli_train_predict_evaluate_models(tmp_path, real_ds, inputs, capsys):
 
     assert main(["evaluate", str(run), str(ds_path), "--split", "val"]) == 0
     out = capsys.readouterr().out
-    assert "balanced_accuracy=" in out and (run / "metrics.json").is_file() and (run / "report.html").is_file()
+    # another split than test gets its own file names (the test report is never overwritten)
+    assert "balanced_accuracy=" in out and (run / "metrics-val.json").is_file() and (run / "report-val.html").is_file()
+    assert not (run / "metrics.json").exists()
 
     # user errors: exit 2 with a message that names the problem
     assert main(["train", str(ds_path), "--model", "nope", "--out", str(tmp_path / "x")]) == 2

@@ -46,7 +46,8 @@ def test_tiny_training_run_writes_a_complete_run_folder(tmp_path, real_ds):
     res = train(real_ds, "spectral_tutorial", run, epochs=2, batch_size=32, seed=7, verbose=0,
                 save_formats=["keras", "json"])
     for name in ("model.keras", "model.json", "model.weights.h5", "preprocessing.json", "config.json",
-                 "history.json", "history.csv", "checkpoints/state.json", "checkpoints/best.keras"):
+                 "history.json", "history.csv", "calibration.json", "checkpoints/state.json",
+                 "checkpoints/best.keras"):
         assert (run / name).is_file(), name
     assert res.epochs_done == 2 and res.initial_epoch == 0
     hist = json.loads((run / "history.json").read_text())
@@ -128,9 +129,11 @@ def test_resume_after_interruption_continues_and_keeps_the_best_score(tmp_path, 
     assert float(rows[0]["loss"]) == pytest.approx(res.history["loss"][0])
     assert json.loads((run / "config.json").read_text())["resumed_from_epoch"] == 1
 
-    # the same command once more: nothing left to train, same result
+    # the same command once more: nothing left to train, same result (and the same calibration)
     again = train(real_ds, "spectral_tutorial", run, **kw)
     assert again.initial_epoch == 3 and again.epochs_done == 3 and again.history == res.history
+    assert again.temperature == pytest.approx(res.temperature, rel=1e-6)
+    assert json.loads((run / "calibration.json").read_text())["temperature"] == pytest.approx(res.temperature)
 
     # a different run in the same folder is refused, naming what differs
     with pytest.raises(ResumeMismatchError, match="batch_size"):
@@ -241,8 +244,9 @@ def test_validation_smaller_than_a_global_batch_under_several_processes(tmp_path
         # every process validates on the full validation set, so val_loss is defined
         assert sum(res.config["val_class_counts"].values()) == 5
         assert res.epochs_done == 1 and np.isfinite(res.history["val_loss"][0])
-        # the predict-based metric is skipped, not crashed on
+        # the predict-based metric is skipped, not crashed on; so is the calibration (T = 1, reason)
         assert "val_balanced_accuracy" not in res.history
+        assert res.temperature == 1.0 and "2 processes" in res.calibration.reason
     with pytest.raises(ValueError, match="val_balanced_accuracy.*2 processes"):
         train(small, "spectral_tutorial", tmp_path / "bad", epochs=1, batch_size=32,
               strategy=_ProcessShare(0, 2), monitor="val_balanced_accuracy", verbose=0)
