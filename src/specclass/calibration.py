@@ -102,7 +102,12 @@ def _check_temperature(temperature: float) -> float:
     return t
 
 
-def _check_threshold(threshold: float, name: str = "uncertain_below") -> float:
+def check_threshold(threshold: float, name: str = "uncertain_below") -> float:
+    """``float(threshold)`` if it is a probability in ``[0, 1]``.
+
+    Raises:
+        ValueError: otherwise (names ``name`` and the value).
+    """
     try:
         t = float(threshold)
     except (TypeError, ValueError):
@@ -409,7 +414,7 @@ def uncertain_mask(proba: Any, threshold: float = DEFAULT_UNCERTAIN_BELOW) -> np
     Raises:
         ValueError: ``threshold`` outside ``[0, 1]``, ``proba`` not 2-D.
     """
-    t = _check_threshold(threshold)
+    t = check_threshold(threshold)
     p = _check_proba(proba)
     if not p.shape[0]:
         return np.zeros(0, dtype=bool)
