@@ -31,14 +31,24 @@ which took 130 s)::
     .venv/bin/python benchmarks/accuracy.py
     .venv/bin/python benchmarks/accuracy.py --quick      # smoke test, ~2 min
     .venv/bin/python benchmarks/accuracy.py --evaluate-only   # re-evaluate the last run's models
+
+``--folds K`` adds a K-fold cross-validation (grouped by object, stratified by class) over
+*all* real spectra: each fold's model is trained on the other folds (+ the simulated
+training spectra) and predicts its own fold, so every real spectrum gets one
+out-of-fold prediction (266 real FITS spectra instead of the 31 of the single test
+split), and the LAMOST stars are scored by each fold's model (pooled).
+
+``--save-bundle FILE`` writes the built real and LAMOST datasets of every scheme to one
+compressed npz (flux/ivar scaled per row and stored as float16, labels, splits, meta)
+and ``--bundle FILE`` reads it instead of ``--shared-data``: how the same benchmark runs
+on a machine that has this repository but not ``../shared`` (the simulated spectra are
+made again there from the shipped templates, with the same seed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import time
@@ -46,15 +56,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import environment, shared_data_dir, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("spectral_tutorial", "spectral_resnet")
-
-
-def shared_data_dir() -> Path:
-    """``$SPECCLASS_SHARED_DATA`` or ``../shared/data`` next to the repository."""
-    env = os.environ.get("SPECCLASS_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 # --------------------------------------------------------------------------- data
@@ -110,11 +115,18 @@ def text_star_dataset(sdss: Path, scheme: str, seed: int):
     return SpectralDataset(out_f, out_i, labels, names, grid.loglam, meta, {"label_scheme": scheme, "grid": grid.to_dict()})
 
 
-def load_data(shared: Path, scheme: str, n_sim: int, seed: int, text_stars: bool) -> dict[str, Any]:
-    """Real (FITS + text), LAMOST and simulated datasets for ``scheme``."""
+def load_data(shared: Path, scheme: str, n_sim: int, seed: int, text_stars: bool,
+              bundle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Real (FITS + text), LAMOST and simulated datasets for ``scheme`` (real and LAMOST
+    from ``bundle`` when given, see :func:`read_bundle`)."""
     from specclass.simulate import simulate
     from specclass.spectra.build import build_dataset
 
+    if bundle is not None:
+        if scheme not in bundle:
+            raise SystemExit(f"the bundle has no {scheme!r} datasets (it has {sorted(bundle)})")
+        sim = simulate(n_sim, labels=scheme, seed=seed) if n_sim else None
+        return {"real": bundle[scheme]["real"], "lamost": bundle[scheme]["lamost"], "sim": sim, "build_skipped": None}
     sdss = shared / "sdss"
     fits_dirs = [sdss / d for d in ("spectra", "spectra2", "spectra3", "dr7", "other_layouts")]
     real, report = build_dataset(fits_dirs, labels=scheme, seed=seed)
@@ -125,6 +137,70 @@ def load_data(shared: Path, scheme: str, n_sim: int, seed: int, text_stars: bool
     lamost, _ = build_dataset([shared / "other_surveys" / "lamost"], labels=scheme, seed=seed)
     sim = simulate(n_sim, labels=scheme, seed=seed) if n_sim else None
     return {"real": real, "lamost": lamost, "sim": sim, "build_skipped": report.to_dict() if hasattr(report, "to_dict") else None}
+
+
+# --------------------------------------------------------------------------- bundle
+def _pack(prefix: str, ds: Any, out: dict[str, np.ndarray]) -> None:
+    """Add ``ds`` to ``out`` under ``prefix/...``: flux and ivar scaled per row into float16."""
+    from specclass.spectra.dataset import META_COLUMNS
+
+    flux = np.nan_to_num(ds.flux.astype(np.float64))
+    scale = np.max(np.abs(flux), axis=1)
+    scale = np.where(scale > 0, scale, 1.0)
+    out[f"{prefix}/flux"] = (flux / scale[:, None]).astype(np.float16)
+    ivar = np.nan_to_num(ds.ivar.astype(np.float64))
+    iscale = np.max(ivar, axis=1)
+    iscale = np.where(iscale > 0, iscale, 1.0)
+    out[f"{prefix}/ivar"] = (ivar / iscale[:, None]).astype(np.float16)
+    out[f"{prefix}/scale"] = scale
+    out[f"{prefix}/ivar_scale"] = iscale
+    out[f"{prefix}/labels"] = ds.labels
+    out[f"{prefix}/class_names"] = np.array(ds.class_names, dtype=str)
+    out[f"{prefix}/loglam"] = ds.loglam
+    for k in META_COLUMNS:
+        v = np.asarray(ds.meta[k])
+        out[f"{prefix}/meta/{k}"] = v.astype(str) if v.dtype.kind in "OU" else v
+    out[f"{prefix}/attrs"] = np.array(json.dumps(ds.attrs, default=str))
+
+
+def _unpack(prefix: str, z: Any) -> Any:
+    from specclass.spectra.dataset import META_COLUMNS, SpectralDataset
+
+    return SpectralDataset(
+        flux=z[f"{prefix}/flux"].astype(np.float64) * z[f"{prefix}/scale"][:, None],
+        ivar=z[f"{prefix}/ivar"].astype(np.float64) * z[f"{prefix}/ivar_scale"][:, None],
+        labels=z[f"{prefix}/labels"],
+        class_names=[str(c) for c in z[f"{prefix}/class_names"]],
+        loglam=z[f"{prefix}/loglam"],
+        meta={k: z[f"{prefix}/meta/{k}"] for k in META_COLUMNS},
+        attrs=json.loads(str(z[f"{prefix}/attrs"])),
+    )
+
+
+def save_bundle(path: Path, shared: Path, schemes: list[str], seed: int, text_stars: bool) -> Path:
+    """Build the real (FITS + text) and LAMOST datasets of each scheme and write them to ``path``
+    (compressed npz; flux and ivar each scaled per row by their maximum and stored as float16, which keeps
+    3 significant digits: far below the noise of any spectrum here)."""
+    from specclass.atomic import atomic_path
+
+    out: dict[str, np.ndarray] = {"format": np.array("specclass-accuracy-bundle/1")}
+    for scheme in schemes:
+        data = load_data(shared, scheme, 0, seed, text_stars)
+        _pack(f"{scheme}/real", data["real"], out)
+        _pack(f"{scheme}/lamost", data["lamost"], out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **out)
+    return path
+
+
+def read_bundle(path: Path) -> dict[str, dict[str, Any]]:
+    """``{scheme: {"real": SpectralDataset, "lamost": SpectralDataset}}`` from :func:`save_bundle`'s file."""
+    with np.load(path, allow_pickle=False) as z:
+        if "format" not in z.files or str(z["format"]) != "specclass-accuracy-bundle/1":
+            raise SystemExit(f"{path}: not an accuracy bundle (no format 'specclass-accuracy-bundle/1')")
+        schemes = sorted({k.split("/")[0] for k in z.files if "/" in k})
+        return {s: {"real": _unpack(f"{s}/real", z), "lamost": _unpack(f"{s}/lamost", z)} for s in schemes}
 
 
 # --------------------------------------------------------------------------- run
@@ -146,17 +222,64 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _fit(args: argparse.Namespace, trainable: Any, model_name: str, run_dir: Path) -> tuple[Any, float]:
+    """Train ``model_name`` on ``trainable`` (split 0 = train, 1 = val) into ``run_dir``, or with
+    ``--evaluate-only`` load what an earlier run left there. Returns (result-like, seconds)."""
+    from specclass.training import train
+
+    if args.evaluate_only:  # the run folder a previous (training) run of this script left
+        from types import SimpleNamespace
+
+        from specclass.persistence import load_run
+
+        run = load_run(run_dir, compile=False)
+        res = SimpleNamespace(model=run.model, preprocessor=run.preprocessor, best_epoch=run.config.get("best_epoch"))
+        return res, float(run.config.get("train_seconds_this_session") or float("nan"))
+    if run_dir.exists():  # this benchmark's own scratch folder: always train afresh
+        shutil.rmtree(run_dir)
+    t0 = time.time()
+    res = train(
+        trainable, model_name=model_name, out_dir=run_dir, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, class_weight="balanced",
+        augment=not args.no_augment, monitor="val_balanced_accuracy", verbose=0, resume=False,
+    )
+    return res, time.time() - t0
+
+
+def _proba(res: Any, ds: Any) -> np.ndarray:
+    x = res.preprocessor.transform(ds.flux, ds.ivar)
+    return np.asarray(res.model.predict(x, batch_size=256, verbose=0))
+
+
+def _score(ds: Any, proba: np.ndarray) -> dict[str, Any]:
+    from specclass.evaluation import evaluate_predictions
+
+    return summarise(evaluate_predictions(ds.labels, proba, ds.class_names, ds.meta))
+
+
+def cv_folds(ds: Any, k: int, seed: int) -> np.ndarray:
+    """``(N,)`` int fold index in ``[0, k)`` per row: stratified by label, grouped by
+    ``meta['object_id']`` (sklearn ``StratifiedGroupKFold``, shuffled with ``seed``)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    fold = np.full(len(ds), -1, dtype=np.int64)
+    _, groups = np.unique(np.asarray(ds.meta["object_id"]).astype(str), return_inverse=True)
+    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for i, (_, test_idx) in enumerate(sgkf.split(np.zeros(len(ds)), ds.labels, groups)):
+        fold[test_idx] = i
+    return fold
+
+
 def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any]:
     """Train and evaluate every combination; ``on_row(report_so_far)`` after each trained model
     (``main`` writes the partial tables then, so an interrupted run keeps what it measured)."""
-    from specclass.evaluation import evaluate_predictions
-    from specclass.training import train
+    from specclass.spectra.splits import split_indices
 
-    shared = args.shared_data
+    bundle = read_bundle(args.bundle) if args.bundle else None
     results: list[dict[str, Any]] = []
     t_start = time.time()
     for scheme in args.schemes:
-        data = load_data(shared, scheme, args.n_sim_per_class, args.seed, not args.no_text_stars)
+        data = load_data(args.shared_data, scheme, args.n_sim_per_class, args.seed, not args.no_text_stars, bundle)
         for selection in args.selections:
             real = data["real"]
             if selection == "zwarning0":
@@ -166,45 +289,49 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
             if data["sim"] is not None:
                 train_sets["real+sim"] = concat([real, data["sim"]])
             for train_name, ds in train_sets.items():
-                trainable = ds.subset(ds.meta["split"] != 2)
                 for model_name in args.models:
                     tag = f"{scheme}-{selection}-{train_name}-{model_name}"
-                    run_dir = args.work / tag
-                    if args.evaluate_only:  # the run folder a previous (training) run of this script left
-                        from types import SimpleNamespace
-
-                        from specclass.persistence import load_run
-
-                        run = load_run(run_dir, compile=False)
-                        res = SimpleNamespace(model=run.model, preprocessor=run.preprocessor,
-                                              best_epoch=run.config.get("best_epoch"))
-                        t_train = float(run.config.get("train_seconds_this_session") or float("nan"))
+                    row = {"scheme": scheme, "selection": selection, "train": train_name, "model": model_name,
+                           "eval": {}}
+                    if args.folds:
+                        # K-fold: every real spectrum is predicted once by the model that did not see it
+                        fold = cv_folds(real, args.folds, args.seed)
+                        oof = np.zeros((len(real), len(real.class_names)), np.float32)
+                        lamost_rows, t_train, best = [], 0.0, []
+                        for k in range(args.folds):
+                            rest = np.flatnonzero(fold != k)
+                            part = real.subset(rest)
+                            part.meta["split"] = split_indices(part.labels, part.meta["object_id"], val_frac=0.15,
+                                                               test_frac=0.0, seed=args.seed + k)
+                            if train_name == "real+sim":
+                                sim = data["sim"]
+                                part = concat([part, sim.subset(sim.meta["split"] != 2)])
+                            res, sec = _fit(args, part, model_name, args.work / f"{tag}-fold{k}")
+                            t_train += sec
+                            best.append(res.best_epoch)
+                            oof[fold == k] = _proba(res, real.subset(np.flatnonzero(fold == k)))
+                            if len(data["lamost"]):
+                                lamost_rows.append(_proba(res, data["lamost"]))
+                        row.update(folds=args.folds, n_train=int(len(real) * (args.folds - 1) / args.folds),
+                                   train_seconds=round(t_train, 1), best_epoch=best)
+                        row["eval"]["real, out-of-fold"] = _score(real, oof)
+                        fits = np.asarray(real.meta["source"]) == "fits"
+                        row["eval"]["real FITS, out-of-fold"] = _score(real.subset(fits), oof[fits])
+                        if lamost_rows:
+                            lam = concat([data["lamost"]] * len(lamost_rows))
+                            row["eval"][f"LAMOST, {args.folds} fold models pooled"] = _score(lam, np.concatenate(lamost_rows))
                     else:
-                        if run_dir.exists():  # this benchmark's own scratch folder: always train afresh
-                            shutil.rmtree(run_dir)
-                        t0 = time.time()
-                        res = train(
-                            trainable, model_name=model_name, out_dir=run_dir, epochs=args.epochs,
-                            batch_size=args.batch_size, seed=args.seed, class_weight="balanced",
-                            augment=not args.no_augment, monitor="val_balanced_accuracy", verbose=0, resume=False,
-                        )
-                        t_train = time.time() - t0
-                    evals = {"real test": test, "real test, FITS only": test.subset(test.meta["source"] == "fits"),
-                             "LAMOST": data["lamost"]}
-                    if train_name == "real+sim":
-                        evals["simulated test"] = data["sim"].split("test")
-                    row = {
-                        "scheme": scheme, "selection": selection, "train": train_name, "model": model_name,
-                        "n_train": int((trainable.meta["split"] == 0).sum()),
-                        "train_seconds": round(t_train, 1), "best_epoch": res.best_epoch, "eval": {},
-                    }
-                    for name, eds in evals.items():
-                        if len(eds) == 0:
-                            continue
-                        x = res.preprocessor.transform(eds.flux, eds.ivar)
-                        proba = np.asarray(res.model.predict(x, batch_size=256, verbose=0))
-                        m = evaluate_predictions(eds.labels, proba, eds.class_names, eds.meta)
-                        row["eval"][name] = summarise(m)
+                        trainable = ds.subset(ds.meta["split"] != 2)
+                        res, t_train = _fit(args, trainable, model_name, args.work / tag)
+                        row.update(n_train=int((trainable.meta["split"] == 0).sum()), train_seconds=round(t_train, 1),
+                                   best_epoch=res.best_epoch)
+                        evals = {"real test": test, "real test, FITS only": test.subset(test.meta["source"] == "fits"),
+                                 "LAMOST": data["lamost"]}
+                        if train_name == "real+sim":
+                            evals["simulated test"] = data["sim"].split("test")
+                        for name, eds in evals.items():
+                            if len(eds):
+                                row["eval"][name] = _score(eds, _proba(res, eds))
                     results.append(row)
                     if on_row is not None:
                         on_row(_report(args, results, t_start, complete=False))
@@ -218,11 +345,28 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]], t_start: fl
         "benchmark": "accuracy",
         "complete": complete,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("shared_data", "work", "out")},
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "settings": {k: (Path(v).name if isinstance(v, Path) else v) for k, v in vars(args).items()
+                     if k not in ("shared_data", "work", "out")},
+        "machine": environment(device=_device()),
         "seconds": round(time.time() - t_start, 1),
         "results": results,
     }
+
+
+def _device() -> str:
+    """What trained the networks: 'cpu' or the accelerator the Keras backend uses (e.g. 'gpu (jax: cuda:0)')."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devs = jax.devices()
+        return f"{devs[0].platform} (jax: {', '.join(str(d) for d in devs)})"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu (tensorflow)" if tf.config.list_physical_devices("GPU") else "cpu"
+    return keras.backend.backend()
 
 
 # --------------------------------------------------------------------------- report
@@ -236,9 +380,11 @@ def markdown(report: dict[str, Any]) -> str:
         "# Accuracy benchmark",
         "",
         *([] if report.get("complete", True) else ["**Partial: the run was still going (or was stopped) when this was written.**", ""]),
-        f"Command: `{report['command']}` ({report['seconds']:.0f} s, {report['machine']['cpus']} CPUs). "
+        (f"Command: `{report['command']}` ({report['seconds']:.0f} s, {report['machine']['cpus']} CPUs, "
+        f"Keras backend {report['machine'].get('keras_backend', 'tensorflow')}, trained on "
+        f"{report['machine'].get('device', 'cpu')}). "
         "Balanced accuracy = mean per-class recall. Per-class recall shows correct/support; "
-        "`*` marks a class with fewer than 20 test spectra (its figure is not reliable).",
+        "`*` marks a class with fewer than 20 test spectra (its figure is not reliable)."),
         "",
     ]
     groups: dict[tuple, list] = {}
@@ -246,17 +392,20 @@ def markdown(report: dict[str, Any]) -> str:
         groups.setdefault((r["scheme"], r["selection"], r["train"]), []).append(r)
     for (scheme, selection, train_name), rows in groups.items():
         sel = "ZWARNING = 0 only (text spectra have no ZWARNING and drop out)" if selection == "zwarning0" else "all spectra"
-        lines += [f"## {scheme}, {sel}, trained on {train_name}", ""]
+        folds = rows[0].get("folds")
+        how = f", {folds}-fold cross-validation" if folds else ""
+        lines += [f"## {scheme}, {sel}, trained on {train_name}{how}", ""]
         lines += ["| test set | model | n | balanced acc. | accuracy | per-class recall | accuracy by source |",
                   "| --- | --- | ---: | ---: | ---: | --- | --- |"]
-        for test_name in ("real test", "real test, FITS only", "LAMOST", "simulated test"):
+        test_names = list(dict.fromkeys(name for r in rows for name in r["eval"]))
+        for test_name in test_names:
             for r in rows:
                 e = r["eval"].get(test_name)
                 if not e:
                     continue
                 pcs = "; ".join(
                     f"{c['name']} {_fmt(c['recall']) if c['support'] else 'n/a'} ({c['correct']}/{c['support']}){'*' if c['small'] else ''}"
-                    for c in e["per_class"] if c["support"] or test_name.startswith("real test")
+                    for c in e["per_class"] if c["support"] or test_name.startswith("real")
                 )
                 src = "; ".join(f"{k} {_fmt(v['accuracy'])} (n={v['n']})" for k, v in e["by_source"].items())
                 lines.append(f"| {test_name} | {r['model']} | {e['n']} | {_fmt(e['balanced_accuracy'])} | "
@@ -282,19 +431,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--evaluate-only", action="store_true",
                    help="no training: evaluate the run folders an earlier run with the same settings left in --work")
     p.add_argument("--quick", action="store_true", help="smoke test: seed4, all spectra, 2 epochs, 50 simulated per class")
+    p.add_argument("--stem", default=None, help="output file name stem (default accuracy, accuracy-quick with --quick)")
+    p.add_argument("--folds", type=int, default=0,
+                   help="K-fold cross-validation over all real spectra instead of the single test split (0 = off)")
+    p.add_argument("--bundle", type=Path, default=None, help="read the real and LAMOST datasets from this file "
+                   "(made by --save-bundle) instead of --shared-data")
+    p.add_argument("--save-bundle", type=Path, default=None,
+                   help="build the real and LAMOST datasets of --schemes, write them to this file and stop")
     args = p.parse_args(argv)
+    if args.folds == 1 or args.folds < 0:
+        p.error("--folds must be 0 (off) or >= 2")
     if args.quick:
         args.schemes, args.selections, args.epochs, args.n_sim_per_class = ["seed4"], ["all"], 2, 50
     args.work = args.work or args.out / "tmp" / ("accuracy-runs-quick" if args.quick else "accuracy-runs")
-    if not (args.shared_data / "sdss").is_dir():
+    if args.bundle is None and not (args.shared_data / "sdss").is_dir():
         p.error(f"--shared-data {args.shared_data}: no sdss folder there")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "accuracy-quick" if args.quick else "accuracy"
-    from specclass.evaluation import write_text_atomic
+    if args.bundle is not None and not args.bundle.is_file():
+        p.error(f"--bundle {args.bundle}: no such file")
+    if args.save_bundle is not None:
+        path = save_bundle(args.save_bundle, args.shared_data, args.schemes, args.seed, not args.no_text_stars)
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        return 0
+    stem = args.stem or ("accuracy-quick" if args.quick else "accuracy")
 
     def write(report: dict[str, Any]) -> None:
-        write_text_atomic(args.out / f"{stem}.json", json.dumps(report, indent=1))
-        write_text_atomic(args.out / f"{stem}.md", markdown(report))
+        write_report(args.out, stem, report, markdown)
 
     write(run_benchmark(args, on_row=write))
     print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
