@@ -208,7 +208,6 @@ def expected_calibration_error(proba: Any, labels: Any, n_bins: int = DEFAULT_N_
     # bin m (0-based) holds edges[m] < conf <= edges[m + 1]
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     bins = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
     sum_conf = np.bincount(bins, weights=conf, minlength=n_bins)
     sum_acc = np.bincount(bins, weights=correct, minlength=n_bins)
     # |B_m|/N * |acc - conf| = |sum_acc - sum_conf| / N
