@@ -285,8 +285,8 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
             if selection == "zwarning0":
                 real = real.subset(real.meta["zwarning"] == 0)
             test = real.split("test")
-            train_sets = {"real": real}
-            if data["sim"] is not None:
+            train_sets = {"real": real} if "real" in args.train_sets else {}
+            if data["sim"] is not None and "real+sim" in args.train_sets:
                 train_sets["real+sim"] = concat([real, data["sim"]])
             for train_name, ds in train_sets.items():
                 for model_name in args.models:
@@ -422,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schemes", nargs="+", default=["seed4", "class3"], choices=["seed4", "class3"])
     p.add_argument("--selections", nargs="+", default=["all", "zwarning0"], choices=["all", "zwarning0"])
     p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--train-sets", nargs="+", default=["real", "real+sim"], choices=["real", "real+sim"],
+                   help="train on real spectra only, on real + simulated, or both (default both)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--n-sim-per-class", type=int, default=300, help="simulated spectra per class (0 = real only)")
