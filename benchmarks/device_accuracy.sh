@@ -14,8 +14,9 @@ OUT=${OUT:-benchmarks/results/tmp/device}
 mkdir -p "$OUT"
 if [ -d .whl ] && ! python3 -c "import keras" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD/src
+  export PYTHONPATH=/tmp/site
 fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
 BUNDLE=${BUNDLE:-benchmarks/results/tmp/acc-bundle.npz}
