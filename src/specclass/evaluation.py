@@ -426,7 +426,11 @@ def evaluate_run(
     roles["Confusion matrix"] = "confusion_matrix"
     history = run.history
     if history:
-        images["Training curves"] = plots.plot_history(history, run_dir / names["curves"])
+        # config.json's best_epoch is 0-based; the plot labels it 1-based as Keras' log does
+        best = run.config.get("best_epoch")
+        n_epochs = max((len(v) for v in history.values()), default=0)
+        best = int(best) + 1 if best is not None and 0 <= int(best) < n_epochs else None
+        images["Training curves"] = plots.plot_history(history, run_dir / names["curves"], best_epoch=best)
         roles["Training curves"] = "curves"
     wrong = [row["index"] for row in metrics["misclassified"][:max_gallery]]
     if wrong:
@@ -439,6 +443,8 @@ def evaluate_run(
             run_dir / names["misclassified_spectra"],
             titles=[_spectrum_title(metrics["misclassified"][k]) for k in range(len(wrong))],
             ivar=data.ivar[wrong],
+            sources=np.asarray(data.meta["source"])[wrong] if "source" in data.meta else None,
+            formats=np.asarray(data.meta["format"])[wrong] if "format" in data.meta else None,
         )
         roles["Misclassified spectra"] = "misclassified_spectra"
     for key, p in images.items():

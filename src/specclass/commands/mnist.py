@@ -602,7 +602,8 @@ def evaluate(
     hist_path = run_dir / "history.json"
     if hist_path.is_file():
         images["Training curves"] = plots.plot_history(
-            json.loads(hist_path.read_text(encoding="utf-8")), run_dir / "curves.png", title=config["model"])
+            json.loads(hist_path.read_text(encoding="utf-8")), run_dir / "curves.png", title=config["model"],
+            best_epoch=config.get("best_epoch"))  # 1-based here; absent without --restore-best
     k = min(n_digits, len(x_test))
     if k:
         images["Test digits with predicted labels"] = plots.plot_digits(
