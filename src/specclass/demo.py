@@ -170,6 +170,7 @@ def run_demo(
             "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
             "accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
             "per_class": _per_class(m), "report": str(run_dir / "report.html"),
+            "temperature": getattr(result, "temperature", None),
         }
     main_run = runs[model]
     pred_csv = out_dir / "predictions.csv"
@@ -178,6 +179,7 @@ def run_demo(
     test_names = {Path(f).name for f in ds.meta["file"][ds.meta["split"] == 2].tolist()}
     summary["predictions"] = {"csv": str(pred_csv), "classified": len(rows), "failed": len(failures),
                               "rows": [{"file": Path(r["file"]).name, "predicted": r.get("predicted_class"),
+                                        "probability": r.get("probability"), "uncertain": bool(r.get("uncertain")),
                                         "pipeline": f"{r.get('file_class', '')} {r.get('file_subclass', '')}".strip(),
                                         "in_test_split": Path(r["file"]).name in test_names}
                                        for r in rows]}
@@ -212,10 +214,15 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines.append(f"dataset:      {summary['dataset']}")
     for name in names:
         lines.append(f"run {name}: {summary['models'][name]['run']}  (report: {summary['models'][name]['report']})")
+        t = summary["models"][name].get("temperature")
+        if t is not None:
+            lines.append(f"   probabilities calibrated with temperature T = {t:.2f} (fitted on the validation split)")
     p = summary["predictions"]
     lines.append(f"predictions:  {p['csv']}  ({p['classified']} classified, {p['failed']} unreadable)")
     for r in p["rows"]:
         pipeline = r["pipeline"] or "- (text file: no CLASS in it)"
-        lines.append(f"   {r['file']:<32} predicted {str(r['predicted']):<7} pipeline CLASS {pipeline}")
+        p_txt = "" if r.get("probability") is None else f" p={r['probability']:.2f}"
+        flag = " (uncertain)" if r.get("uncertain") else ""
+        lines.append(f"   {r['file']:<32} predicted {str(r['predicted']):<7}{p_txt}{flag}  pipeline CLASS {pipeline}")
     lines.append(f"total time:   {summary['seconds']:.0f} s")
     return lines
