@@ -98,7 +98,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}` ({report['date_utc']} UTC, {env['cpus']} CPUs, Keras backend "
              f"{env['keras_backend']}, {report['seconds']:.0f} s"
              f"{'; scored from the saved fold predictions of an earlier training run' if report.get('reused') else ''}"
-             "). Training: about 3 min per variant for the tutorial network, 6 min for spectral_resnet. Scheme {report['scheme']}, {report['folds']} folds, "
+             f"). Training: about 3 min per variant for the tutorial network, 6 min for spectral_resnet. Scheme {report['scheme']}, {report['folds']} folds, "
              f"{report['epochs']} epochs, real FITS + {report['n_sim_per_class']} simulated spectra per class "
              "(simulated only in training). Balanced accuracy = mean per-class recall; `*` = fewer than 20 spectra.", "",
              "| variant | model, options | balanced acc. | accuracy | per-class correct/n | LAMOST STAR recall |",
