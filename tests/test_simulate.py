@@ -370,12 +370,19 @@ def test_cli_writes_a_dataset(tmp_path):
     out = tmp_path / "sim.npz"
     cmd = [sys.executable, "-m", "specclass", "simulate", "--n-per-class", "4", "--labels", "class3",
            "--seed", "9", "--out", str(out), "--snr", "5", "20"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["n"] == 12 and summary["per_class"] == {"GALAXY": 4, "QSO": 4, "STAR": 4}
     ds = SpectralDataset.load(out)
     assert len(ds) == 12 and set(ds.meta["source"]) == {"simulated"}
+    # 4 per class: still one validation and one test spectrum per class (a tiny file can be trained on)
+    for k in range(3):
+        assert np.bincount(ds.meta["split"][ds.labels == k], minlength=3).tolist() == [2, 1, 1]
+    # without --json: a human-readable line
+    out.unlink()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "12 simulated spectra" in res.stdout and "train/val/test 6/3/3" in res.stdout
     assert ds.attrs["simulation"]["config"]["snr_range"] == [5.0, 20.0]
     ref = simulate(4, labels="class3", seed=9, snr_range=(5.0, 20.0))
     np.testing.assert_array_equal(ds.flux, ref.flux)

@@ -164,7 +164,7 @@ def run_demo(
             log(f"      resumed after epoch {result.initial_epoch}; {result.epochs_done} epochs done")
         log(f"[{step}/{n_steps}] evaluating {name} on the held-out test split")
         step += 1
-        m = evaluate_run(run_dir, ds, "test")
+        m = evaluate_run(run_dir, ds_path, "test")  # the path: the report names the file
         summary["models"][name] = {
             "run": str(run_dir), "train_seconds": round(train_s, 1), "epochs": result.epochs_done,
             "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,

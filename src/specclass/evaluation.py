@@ -449,7 +449,9 @@ def evaluate_run(
         roles["Misclassified spectra"] = "misclassified_spectra"
     for key, p in images.items():
         files[roles[key]] = str(p)  # confusion_matrix, curves, misclassified_spectra
-    config = run.config
+    config = dict(run.config)
+    if isinstance(config.get("best_epoch"), int):  # config.json counts from 0; Keras' log and the curves from 1
+        config["best_epoch"] = f"{config['best_epoch'] + 1} (counted from 1 as in the training log)"
     files["report"] = str(
         report.write_report(
             run_dir / names["report"],

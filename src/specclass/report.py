@@ -66,6 +66,8 @@ def _kv_table(items: Mapping[str, Any]) -> str:
     for key, value in items.items():
         if isinstance(value, (dict, list)):
             value = json.dumps(value, default=str)
+        elif value is None:
+            value = "–"
         rows.append(f"<tr><td>{_e(key)}</td><td class='l'><code>{_e(value)}</code></td></tr>")
     return "<table class='kv'>" + "".join(rows) + "</table>"
 

@@ -1,11 +1,11 @@
 """``specclass simulate``: labelled SDSS-like spectra from the SDSS pipeline eigenspectra.
 
-``specclass simulate --n-per-class 2000 --labels seed4 --seed 1 --out sim.h5`` writes a
-dataset file (the same format as ``specclass dataset build``: HDF5, or ``.npz`` by
-suffix) with ``n_per_class`` spectra of each class of the label scheme on the default
-``LogLamGrid``; every row has ``meta['source'] = 'simulated'`` and the method, seed
-and asset checksums are in the file's ``simulation`` attribute. The method is
-described in :mod:`specclass.simulate.simulator`.
+specclass simulate --n-per-class 2000 --labels seed4 --seed 1 --out sim.h5 writes a
+dataset file (the same format as specclass build-dataset: HDF5, or .npz by suffix) with
+N spectra of each class of the label scheme on the default grid (log10 wavelength
+3.58-3.96, 1e-4 dex), split 80/10/10 into train/val/test per class. Every row is marked
+source 'simulated'; the method, seed and template checksums are stored in the file. The
+method is described in the specclass.simulate.simulator module.
 """
 
 from __future__ import annotations
@@ -39,11 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="quasar redshift range (default 0.1 4.0)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Simulate and save; print a one-line JSON summary. Returns 0."""
+    """Simulate and save; print a short summary (``--json``: one JSON line). Returns 0."""
+    import numpy as np
+
     from specclass.simulate.simulator import SimulationConfig, Simulator
 
     out: Path = args.out
@@ -71,5 +74,11 @@ def run(args: argparse.Namespace) -> int:
         "seconds": round(dt, 2),
         "spectra_per_minute": round(len(ds) / dt * 60),
     }
-    print(json.dumps(summary))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
+        splits = np.bincount(np.asarray(ds.meta["split"]), minlength=3)
+        print(f"wrote {path}: {len(ds)} simulated spectra ({counts}); train/val/test {splits[0]}/{splits[1]}/{splits[2]}; "
+              f"{dt:.1f} s ({summary['spectra_per_minute']:,} spectra/min)")
     return 0

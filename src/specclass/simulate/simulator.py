@@ -526,12 +526,18 @@ class Simulator:
 
 
 def _stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
-    """int8 split codes (0 train, 1 val, 2 test), per label in proportion to ``fractions``."""
+    """int8 split codes (0 train, 1 val, 2 test), per label in proportion to ``fractions``.
+
+    A class with at least 3 rows keeps at least one validation and one test row when
+    the fraction is > 0 (so a small simulated file can be trained on as it is)."""
     split = np.zeros(labels.size, np.int8)
     for lab in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == lab))
         n_val = int(round(fractions[1] * idx.size))
         n_test = int(round(fractions[2] * idx.size))
+        if idx.size >= 3:
+            n_val = max(n_val, int(fractions[1] > 0))
+            n_test = max(n_test, int(fractions[2] > 0))
         split[idx[:n_test]] = SPLIT_CODES["test"]
         split[idx[n_test : n_test + n_val]] = SPLIT_CODES["val"]
     return split
