@@ -90,6 +90,11 @@ def test_load_run_errors_name_the_problem(tmp_path, trained):
         persistence.load_run(tmp_path, fmt="h5")
     with pytest.raises(ValueError, match="fmt must be one of"):
         persistence.load_run(tmp_path, fmt="pickle")
+    # the folder above a run folder (e.g. demo-run/ instead of demo-run/run): the error lists the runs in it
+    parent = tmp_path / "demo-run"
+    persistence.save_run(parent / "run", model, pre, {}, formats=["keras"])
+    with pytest.raises(persistence.RunFolderError, match=r"is not a run folder; run folders in it: run"):
+        persistence.load_run(parent)
     with pytest.raises(ValueError, match="unknown save format"):
         persistence.save_model(model, tmp_path, ["keras", "savedmodel"])
     # preprocessing that does not match the model's output width

@@ -74,7 +74,12 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RunFolderError(f"{path}: missing") from None
+        hint = ""
+        if path.parent.is_dir():  # pointed at the folder above the run folders (e.g. demo-run/)?
+            runs = sorted(d.name for d in path.parent.iterdir() if (d / path.name).is_file())
+            if runs:
+                hint = f" ({path.parent} is not a run folder; run folders in it: {', '.join(runs)})"
+        raise RunFolderError(f"{path}: missing{hint}") from None
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{path}: not readable JSON ({exc})") from exc
 
