@@ -284,8 +284,14 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
               f"({ds.wavelength[0]:.1f} .. {ds.wavelength[-1]:.1f} A), step {np.diff(ds.loglam[:2])[0] if npix > 1 else 0:.2e} dex")
     attrs = ds.attrs
     print(f"label scheme  {attrs.get('label_scheme', '?')}")
-    print(f"golden        {attrs.get('golden', '?')}")
-    print(f"seed          {attrs.get('seed', attrs.get('split', {}).get('seed', '?'))}")
+    sim = attrs.get("simulation") if isinstance(attrs.get("simulation"), dict) else None
+    sim_cfg = (sim or {}).get("config") or {}
+    if sim is not None:
+        print("golden        n/a (simulated spectra)")
+        print(f"seed          {sim_cfg.get('seed', 'n/a')} (simulation)")
+    else:
+        print(f"golden        {attrs.get('golden', 'n/a')}")
+        print(f"seed          {attrs.get('seed', attrs.get('split', {}).get('seed', 'n/a'))}")
     if "created_by" in attrs:
         print(f"created by    {attrs['created_by']}")
     width = max([8] + [len(c) for c in ds.class_names])
@@ -305,7 +311,7 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
     good = float(np.mean(ds.ivar > 0)) if ds.ivar.size else 0.0
     print(f"good pixels   {100 * good:.1f} %")
     rep = attrs.get("build_report")
-    if isinstance(rep, dict):
+    if isinstance(rep, dict) and sim is None:
         print(f"\nbuild: {rep.get('n_files', '?')} files, {rep.get('n_kept', '?')} kept, {rep.get('n_skipped', '?')} skipped")
         for k, v in (rep.get("skip_counts") or {}).items():
             print(f"  {k:<14} {v:>7}")
