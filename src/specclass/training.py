@@ -504,7 +504,7 @@ def _split_rows(dataset: "SpectralDataset") -> tuple[np.ndarray, np.ndarray]:
     if train_idx.size == 0:
         raise ValueError(
             "dataset has no labelled training rows (meta['split'] == 0); build it with "
-            "`specclass dataset build`, which assigns grouped train/val/test splits"
+            "`specclass build-dataset`, which assigns grouped train/val/test splits"
         )
     if val_idx.size == 0:
         raise ValueError(

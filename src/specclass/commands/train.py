@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a registered model on the train split of DATASET, validating on its val split; "
                     "write the run folder OUT. Re-running the same command continues from the last finished epoch.",
     )
-    p.add_argument("dataset", type=Path, help="dataset file (.h5 or .npz) from 'specclass dataset build' or 'simulate'")
+    p.add_argument("dataset", type=Path, help="dataset file (.h5 or .npz) from 'specclass build-dataset' or 'simulate'")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL}; "
                    "'specclass models' lists them)")
     p.add_argument("--epochs", type=positive_int, default=20, help="total epochs (default 20)")
