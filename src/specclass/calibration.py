@@ -80,15 +80,21 @@ def _check_proba(proba: Any, name: str = "proba") -> np.ndarray:
     return p
 
 
-def _check_labels(labels: Any, n: int, n_classes: int) -> np.ndarray:
+def check_labels(labels: Any, n: int, n_classes: int, name: str = "labels") -> np.ndarray:
+    """``labels`` as ``(n,)`` int64 class indices in ``[0, n_classes)``.
+
+    Raises:
+        ValueError: wrong shape, non-integer dtype or an index out of range (the message
+            starts with ``name``).
+    """
     y = np.asarray(labels)
     if y.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},) to match proba, got {y.shape}")
+        raise ValueError(f"{name} has shape {y.shape}, expected ({n},) to match proba")
     if y.size and not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+        raise ValueError(f"{name} must hold integer class indices, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"labels outside [0, {n_classes}): min {y.min()}, max {y.max()}")
+        raise ValueError(f"{name} has labels outside [0, {n_classes}): min {y.min()}, max {y.max()}")
     return y
 
 
@@ -167,7 +173,7 @@ def negative_log_likelihood(proba: Any, labels: Any) -> float:
         ValueError: shapes disagree or a label is out of range.
     """
     p = _check_proba(proba)
-    y = _check_labels(labels, p.shape[0], p.shape[1])
+    y = check_labels(labels, p.shape[0], p.shape[1])
     if not y.size:
         return float("nan")
     return float(-np.mean(_log_proba(p[np.arange(y.size), y])))
@@ -199,7 +205,7 @@ def expected_calibration_error(proba: Any, labels: Any, n_bins: int = DEFAULT_N_
     if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
     p = _check_proba(proba)
-    y = _check_labels(labels, p.shape[0], p.shape[1])
+    y = check_labels(labels, p.shape[0], p.shape[1])
     n = y.size
     if not n:
         return float("nan")
@@ -272,7 +278,7 @@ def fit_temperature(proba: Any, labels: Any) -> float:
         ValueError: ``proba`` not 2-D, or ``labels`` of the wrong shape or out of range.
     """
     p = _check_proba(proba)
-    y = _check_labels(labels, p.shape[0], p.shape[1])
+    y = check_labels(labels, p.shape[0], p.shape[1])
     if _degenerate_reason(p, y) is not None:
         return 1.0
     return _fit(p, y)[0]
@@ -363,7 +369,7 @@ def fit_calibration(proba: Any, labels: Any, n_bins: int = DEFAULT_N_BINS) -> Te
         ValueError: ``proba`` not 2-D, ``labels`` of the wrong shape or out of range.
     """
     p = _check_proba(proba)
-    y = _check_labels(labels, p.shape[0], p.shape[1])
+    y = check_labels(labels, p.shape[0], p.shape[1])
     reason = _degenerate_reason(p, y)
     finite = reason is None or bool(p.size and np.all(np.isfinite(p)) and p.min() >= 0)
     if reason is not None:
@@ -441,7 +447,7 @@ def selective_metrics(proba: Any, labels: Any, threshold: float = DEFAULT_UNCERT
     from sklearn.metrics import balanced_accuracy_score
 
     p = _check_proba(proba)
-    y = _check_labels(labels, p.shape[0], p.shape[1])
+    y = check_labels(labels, p.shape[0], p.shape[1])
     unsure = uncertain_mask(p, threshold)
     covered = ~unsure
     pred = p.argmax(axis=1) if y.size else np.zeros(0, dtype=np.int64)

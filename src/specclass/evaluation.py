@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from specclass.atomic import write_text_atomic  # noqa: F401 (re-exported for report/mnist)
+from specclass.calibration import check_labels
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,7 @@ def evaluate_predictions(
     n_classes = len(class_names)
     if proba.ndim != 2 or proba.shape[1] != n_classes:
         raise ValueError(f"proba has shape {proba.shape}, expected (N, {n_classes}) for classes {class_names}")
-    if y_true.shape != (proba.shape[0],):
-        raise ValueError(f"y_true has shape {y_true.shape}, expected ({proba.shape[0]},) to match proba")
-    if y_true.size and not np.issubdtype(y_true.dtype, np.integer):
-        raise ValueError(f"y_true must hold integer class indices, got dtype {y_true.dtype}")
-    y_true = y_true.astype(np.int64)
-    if y_true.size and (y_true.min() < 0 or y_true.max() >= n_classes):
-        raise ValueError(f"y_true has labels outside [0, {n_classes}): min {y_true.min()}, max {y_true.max()}")
+    y_true = check_labels(y_true, proba.shape[0], n_classes, name="y_true")
     if meta is not None:
         for key, col in meta.items():
             if np.shape(col) != y_true.shape:
