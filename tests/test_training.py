@@ -130,8 +130,14 @@ def test_resume_after_interruption_continues_and_keeps_the_best_score(tmp_path, 
     assert json.loads((run / "config.json").read_text())["resumed_from_epoch"] == 1
 
     # the same command once more: nothing left to train, same result (and the same calibration)
+    trained_record = json.loads((run / "config.json").read_text())
     again = train(real_ds, "spectral_tutorial", run, **kw)
     assert again.initial_epoch == 3 and again.epochs_done == 3 and again.history == res.history
+    # ... and the record of the session that trained it is kept (new-user trial: a reused demo run
+    # showed resumed_from_epoch 21 and 0 training seconds)
+    kept = json.loads((run / "config.json").read_text())
+    for key in ("resumed_from_epoch", "train_seconds_this_session", "train_spectra_per_second"):
+        assert kept[key] == trained_record[key]
     assert again.temperature == pytest.approx(res.temperature, rel=1e-6)
     assert json.loads((run / "calibration.json").read_text())["temperature"] == pytest.approx(res.temperature)
 

@@ -90,9 +90,13 @@ def build_demo_dataset(out_dir: str | os.PathLike, seed: int = 42, n_sim_per_cla
     path = ds.save(out_dir / "dataset.h5")
     report.write_skipped_csv(out_dir / "dataset.h5.skipped.csv")
     counts = ds.attrs["split"]["counts"]
-    log(f"{'class':<8} {'train':>6} {'val':>6} {'test':>6}")
+    sim_rows = np.asarray(ds.meta["source"]) == "simulated"
+    head = "train (real + simulated)" if n_sim_per_class > 0 else "train"
+    log(f"{'class':<8} {head:>24} {'val':>6} {'test':>6}")
     for i, c in enumerate(ds.class_names):
-        log(f"{c:<8} " + " ".join(f"{counts[n][c]:>6}" for n in ("train", "val", "test")))
+        n_sim = int(np.count_nonzero(sim_rows & (ds.labels == i) & (ds.meta["split"] == SPLIT_CODES["train"])))
+        train_txt = f"{counts['train'][c] - n_sim} + {n_sim}" if n_sim_per_class > 0 else str(counts["train"][c])
+        log(f"{c:<8} {train_txt:>24} {counts['val'][c]:>6} {counts['test'][c]:>6}")
     log(f"({len(files)} raw files read and held out in the test split; {report.n_spectra - len(files)} "
         f"pre-gridded sample spectra; skipped: {len(report.skipped)}"
         + (f"; + {n_sim_per_class} simulated spectra per class in train only)" if n_sim_per_class > 0 else ")"))
@@ -157,7 +161,10 @@ def run_demo(
                        early_stopping=early_stopping, augment=(name != "spectral_tutorial"),
                        monitor="val_loss", verbose=verbose)
         train_s = time.perf_counter() - t
-        if result.initial_epoch and result.epochs_done == result.initial_epoch:
+        reused = bool(result.initial_epoch and result.epochs_done == result.initial_epoch)
+        if reused:  # the recorded training time of the session that trained it
+            train_s = float(result.config.get("train_seconds_this_session") or train_s)
+        if reused:
             log(f"      {run_dir} already holds this finished run ({result.epochs_done} epochs): reused, not "
                 f"retrained (delete the folder to train again)")
         elif result.initial_epoch:
@@ -171,6 +178,10 @@ def run_demo(
             "accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
             "per_class": _per_class(m), "report": str(run_dir / "report.html"),
             "temperature": getattr(result, "temperature", None),
+            "val_ece": [getattr(result.calibration, "ece_before", None), getattr(result.calibration, "ece_after", None)]
+            if getattr(result, "calibration", None) is not None else None,
+            "val_nll": [getattr(result.calibration, "nll_before", None), getattr(result.calibration, "nll_after", None)]
+            if getattr(result, "calibration", None) is not None else None,
         }
     main_run = runs[model]
     pred_csv = out_dir / "predictions.csv"
@@ -216,7 +227,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"run {name}: {summary['models'][name]['run']}  (report: {summary['models'][name]['report']})")
         t = summary["models"][name].get("temperature")
         if t is not None:
-            lines.append(f"   probabilities calibrated with temperature T = {t:.2f} (fitted on the validation split)")
+            ece = summary["models"][name].get("val_ece") or [None, None]
+            nll = summary["models"][name].get("val_nll") or [None, None]
+            extra = ""
+            if None not in ece and None not in nll:
+                extra = (f"; validation log-loss {nll[0]:.3f} -> {nll[1]:.3f}, ECE {ece[0]:.3f} -> {ece[1]:.3f}"
+                         " (T minimises the log-loss; on a small split the ECE can rise)")
+            lines.append(f"   probabilities calibrated with temperature T = {t:.2f} (fitted on the validation split{extra})")
     p = summary["predictions"]
     lines.append(f"predictions:  {p['csv']}  ({p['classified']} classified, {p['failed']} unreadable)")
     for r in p["rows"]:

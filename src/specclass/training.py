@@ -771,7 +771,8 @@ def train(
     # ---- fit
     started = time.time()
     stopped_early = False
-    if initial_epoch < epochs and not state.get("stopped_early"):
+    nothing_to_train = not (initial_epoch < epochs and not state.get("stopped_early"))
+    if not nothing_to_train:
         common = dict(epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
                       validation_data=(x_val, y_val))
         if augmentation is None and n_proc == 1:
@@ -811,6 +812,15 @@ def train(
         train_spectra_per_second=(round(train_idx.size * (epochs_done - initial_epoch) / train_seconds, 1)
                                   if train_seconds > 0 and epochs_done > initial_epoch else None),
     )
+    if nothing_to_train and (run_dir / persistence.CONFIG_FILE).is_file():
+        # a finished run reused as it is: keep the record of the session that trained it
+        try:
+            previous = persistence.read_json(run_dir / persistence.CONFIG_FILE)
+        except persistence.RunFolderError:
+            previous = {}
+        for key in ("resumed_from_epoch", "train_seconds_this_session", "train_spectra_per_second"):
+            if key in previous:
+                config[key] = previous[key]
     calibration = _calibrate(best_model, x_val, y_val, local_batch, n_proc)
     files: dict[str, Path] = {}
     if chief:
