@@ -172,16 +172,15 @@ def run_demo(
         log(f"[{step}/{n_steps}] evaluating {name} on the held-out test split")
         step += 1
         m = evaluate_run(run_dir, ds_path, "test")  # the path: the report names the file
+        cal = result.calibration
         summary["models"][name] = {
             "run": str(run_dir), "train_seconds": round(train_s, 1), "epochs": result.epochs_done,
             "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
             "accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
             "per_class": _per_class(m), "report": str(run_dir / "report.html"),
-            "temperature": getattr(result, "temperature", None),
-            "val_ece": [getattr(result.calibration, "ece_before", None), getattr(result.calibration, "ece_after", None)]
-            if getattr(result, "calibration", None) is not None else None,
-            "val_nll": [getattr(result.calibration, "nll_before", None), getattr(result.calibration, "nll_after", None)]
-            if getattr(result, "calibration", None) is not None else None,
+            "temperature": result.temperature,
+            "val_ece": None if cal is None else [cal.ece_before, cal.ece_after],
+            "val_nll": None if cal is None else [cal.nll_before, cal.nll_after],
         }
     main_run = runs[model]
     pred_csv = out_dir / "predictions.csv"
