@@ -222,7 +222,8 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fit(args: argparse.Namespace, trainable: Any, model_name: str, run_dir: Path) -> tuple[Any, float]:
+def _fit(args: argparse.Namespace, trainable: Any, model_name: str, run_dir: Path,
+         model_options: dict[str, Any] | None = None) -> tuple[Any, float]:
     """Train ``model_name`` on ``trainable`` (split 0 = train, 1 = val) into ``run_dir``, or with
     ``--evaluate-only`` load what an earlier run left there. Returns (result-like, seconds)."""
     from specclass.training import train
@@ -242,6 +243,7 @@ def _fit(args: argparse.Namespace, trainable: Any, model_name: str, run_dir: Pat
         trainable, model_name=model_name, out_dir=run_dir, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, class_weight="balanced",
         augment=not args.no_augment, monitor="val_balanced_accuracy", verbose=0, resume=False,
+        model_options=model_options,
     )
     return res, time.time() - t0
 
@@ -270,10 +272,37 @@ def cv_folds(ds: Any, k: int, seed: int) -> np.ndarray:
     return fold
 
 
+def cross_validate(args: argparse.Namespace, real: Any, lamost: Any, sim: Any, model_name: str, run_prefix: Path,
+                   model_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``args.folds`` models, each on the other folds of ``real`` (+ the simulated train/val
+    rows of ``sim`` when given; validation = a grouped 15 % of the training folds) and predict its own
+    fold. Returns ``{"oof": (N, C) out-of-fold probabilities, "lamost": (K, M, C) every fold model's
+    LAMOST probabilities, "best_epoch": [K], "seconds": training seconds}``."""
+    from specclass.spectra.splits import split_indices
+
+    fold = cv_folds(real, args.folds, args.seed)
+    oof = np.zeros((len(real), len(real.class_names)), np.float32)
+    lam, best, seconds = [], [], 0.0
+    for k in range(args.folds):
+        part = real.subset(np.flatnonzero(fold != k))
+        part.meta["split"] = split_indices(part.labels, part.meta["object_id"], val_frac=0.15, test_frac=0.0,
+                                           seed=args.seed + k)
+        if sim is not None:
+            part = concat([part, sim.subset(sim.meta["split"] != 2)])
+        res, sec = _fit(args, part, model_name, Path(f"{run_prefix}-fold{k}"), model_options)
+        seconds += sec
+        best.append(res.best_epoch)
+        oof[fold == k] = _proba(res, real.subset(np.flatnonzero(fold == k)))
+        if len(lamost):
+            lam.append(_proba(res, lamost))
+        print(f"  {Path(run_prefix).name} fold {k + 1}/{args.folds} done ({seconds:.0f} s training)", flush=True)
+    return {"oof": oof, "lamost": np.stack(lam) if lam else np.zeros((0, 0, len(real.class_names)), np.float32),
+            "best_epoch": best, "seconds": seconds}
+
+
 def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any]:
     """Train and evaluate every combination; ``on_row(report_so_far)`` after each trained model
     (``main`` writes the partial tables then, so an interrupted run keeps what it measured)."""
-    from specclass.spectra.splits import split_indices
 
     bundle = read_bundle(args.bundle) if args.bundle else None
     results: list[dict[str, Any]] = []
@@ -295,31 +324,17 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                            "eval": {}}
                     if args.folds:
                         # K-fold: every real spectrum is predicted once by the model that did not see it
-                        fold = cv_folds(real, args.folds, args.seed)
-                        oof = np.zeros((len(real), len(real.class_names)), np.float32)
-                        lamost_rows, t_train, best = [], 0.0, []
-                        for k in range(args.folds):
-                            rest = np.flatnonzero(fold != k)
-                            part = real.subset(rest)
-                            part.meta["split"] = split_indices(part.labels, part.meta["object_id"], val_frac=0.15,
-                                                               test_frac=0.0, seed=args.seed + k)
-                            if train_name == "real+sim":
-                                sim = data["sim"]
-                                part = concat([part, sim.subset(sim.meta["split"] != 2)])
-                            res, sec = _fit(args, part, model_name, args.work / f"{tag}-fold{k}")
-                            t_train += sec
-                            best.append(res.best_epoch)
-                            oof[fold == k] = _proba(res, real.subset(np.flatnonzero(fold == k)))
-                            if len(data["lamost"]):
-                                lamost_rows.append(_proba(res, data["lamost"]))
+                        cv = cross_validate(args, real, data["lamost"], data["sim"] if train_name == "real+sim" else None,
+                                            model_name, args.work / tag)
                         row.update(folds=args.folds, n_train=int(len(real) * (args.folds - 1) / args.folds),
-                                   train_seconds=round(t_train, 1), best_epoch=best)
-                        row["eval"]["real, out-of-fold"] = _score(real, oof)
+                                   train_seconds=round(cv["seconds"], 1), best_epoch=cv["best_epoch"])
+                        row["eval"]["real, out-of-fold"] = _score(real, cv["oof"])
                         fits = np.asarray(real.meta["source"]) == "fits"
-                        row["eval"]["real FITS, out-of-fold"] = _score(real.subset(fits), oof[fits])
-                        if lamost_rows:
-                            lam = concat([data["lamost"]] * len(lamost_rows))
-                            row["eval"][f"LAMOST, {args.folds} fold models pooled"] = _score(lam, np.concatenate(lamost_rows))
+                        row["eval"]["real FITS, out-of-fold"] = _score(real.subset(fits), cv["oof"][fits])
+                        if len(cv["lamost"]):
+                            lam = concat([data["lamost"]] * len(cv["lamost"]))
+                            row["eval"][f"LAMOST, {args.folds} fold models pooled"] = _score(
+                                lam, cv["lamost"].reshape(-1, cv["lamost"].shape[-1]))
                     else:
                         trainable = ds.subset(ds.meta["split"] != 2)
                         res, t_train = _fit(args, trainable, model_name, args.work / tag)
@@ -354,19 +369,11 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]], t_start: fl
 
 
 def _device() -> str:
-    """What trained the networks: 'cpu' or the accelerator the Keras backend uses (e.g. 'gpu (jax: cuda:0)')."""
-    import keras
+    """What trained the networks, e.g. 'jax: cuda:0' (from :func:`specclass.training.device_info`)."""
+    from specclass.training import device_info
 
-    if keras.backend.backend() == "jax":
-        import jax
-
-        devs = jax.devices()
-        return f"{devs[0].platform} (jax: {', '.join(str(d) for d in devs)})"
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return "gpu (tensorflow)" if tf.config.list_physical_devices("GPU") else "cpu"
-    return keras.backend.backend()
+    info = device_info()
+    return f"{info['backend']}: {', '.join(info['devices'])}"
 
 
 # --------------------------------------------------------------------------- report

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from _results import command_line, environment, utc_now, write_report
-from accuracy import _proba, _score, concat, cv_folds, read_bundle
+from accuracy import _score, concat, cross_validate, read_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,30 +52,14 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
 
 
 def run_variant(args: argparse.Namespace, data: dict[str, Any], name: str, model: str, options: dict[str, Any]) -> Path:
-    """Train the K fold models of one variant; save out-of-fold and LAMOST probabilities; return the npz path."""
-    from specclass.spectra.splits import split_indices
-    from specclass.training import train
-
-    real, lamost, sim = data["real"], data["lamost"], data["sim"]
-    fold = cv_folds(real, args.folds, args.seed)
-    oof = np.zeros((len(real), len(real.class_names)), np.float32)
-    lam, best = [], []
-    t0 = time.time()
-    for k in range(args.folds):
-        part = real.subset(np.flatnonzero(fold != k))
-        part.meta["split"] = split_indices(part.labels, part.meta["object_id"], val_frac=0.15, test_frac=0.0,
-                                           seed=args.seed + k)
-        if sim is not None:
-            part = concat([part, sim.subset(sim.meta["split"] != 2)])
-        res = train(part, model_name=model, out_dir=args.work / f"{args.scheme}-{name}-fold{k}", epochs=args.epochs,
-                    batch_size=64, seed=args.seed, class_weight="balanced", augment=True,
-                    monitor="val_balanced_accuracy", verbose=0, resume=False, model_options=options)
-        oof[fold == k] = _proba(res, real.subset(np.flatnonzero(fold == k)))
-        lam.append(_proba(res, lamost))
-        best.append(res.best_epoch)
-        print(f"  {name} fold {k + 1}/{args.folds} done ({time.time() - t0:.0f} s)", flush=True)
+    """Train the K fold models of one variant (:func:`accuracy.cross_validate`: batch 64, augmentation on);
+    save out-of-fold and LAMOST probabilities; return the npz path."""
+    fit_args = argparse.Namespace(folds=args.folds, seed=args.seed, epochs=args.epochs, batch_size=64,
+                                  no_augment=False, evaluate_only=False)
+    cv = cross_validate(fit_args, data["real"], data["lamost"], data["sim"], model,
+                        args.work / f"{args.scheme}-{name}", model_options=options)
     path = args.work / f"{args.scheme}-{name}.npz"
-    np.savez(path, oof=oof, lamost=np.stack(lam), best_epoch=np.array(best), seconds=time.time() - t0)
+    np.savez(path, oof=cv["oof"], lamost=cv["lamost"], best_epoch=np.array(cv["best_epoch"]), seconds=cv["seconds"])
     return path
 
 
