@@ -1,0 +1,355 @@
+"""The redshift scan: reduced chi2 of template + polynomial fits at every trial redshift.
+
+This is idlspec2d's ``zcompute``/``computechi2`` (``pro/spec1d/``): at each integer pixel
+lag between a spectrum and a template set (both on SDSS's 1e-4 dex log-lambda pixels),
+the basis ``B`` (eigenspectra plus ``npoly`` polynomial columns, ``K`` columns) is fitted
+to the object flux by weighted linear least squares over the pixels the two have in
+common; ``dof = (good object pixels in common) - K`` and the figure of merit is
+``chi2 / dof``.
+
+Speed: the pipeline solves one least-squares problem per lag. Here every quantity of the
+normal equations is a cross-correlation of an object vector with a template product,
+
+    A_kl(l) = sum_i ivar_i B_k(i+l) B_l(i+l)        b_k(l) = sum_i ivar_i f_i B_k(i+l)
+    S(l)    = sum_i ivar_i f_i^2 [i+l in template]  n(l)   = sum_i [ivar_i > 0][i+l in template]
+
+so all lags come from a handful of FFTs (or, for the few lags of the star fits, one
+matrix product), then ``chi2(l) = S - b . A^-1 b`` for all lags in one batched solve.
+This gives the pipeline's numbers (up to floating-point rounding) at every lag, where the
+pipeline itself scans GALAXY/QSO on every 2nd/4th lag and refines near the 5 best minima
+(``zrefind``); scanning every lag can only find the same or a lower minimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft as sfft
+
+from specclass.spectro1d.templates import DLOGLAM, TemplateSet
+
+#: Minimum degrees of freedom for a lag to count (zcompute's MINDOF default).
+MINDOF = 10
+
+#: SPPIXMASK bit 23, BRIGHTSKY: sky-dominated pixels, masked (grown by 2 pixels each side)
+#: before the fits (idlspec2d ``skymask.pro``; bit from the SDSS data model ``sppixmask``).
+BRIGHTSKY = 1 << 23
+
+#: Pixels this many sigma *below* zero are masked with 2 neighbours on each side
+#: (spreduce1d.pro: "unphysically negative (10-sigma negatives)").
+NEGATIVE_NSIGMA = 10.0
+
+#: Wavelength range used by the v5 pipeline fits (spreduce1d ``chop_data`` default, Å).
+CHOP_DATA = (3600.0, 10400.0)
+
+#: Lag counts up to which the correlations are done as one matrix product instead of FFTs.
+DIRECT_MAX_LAGS = 96
+
+
+class ScanError(ValueError):
+    """The spectrum cannot be scanned (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ObjectSpectrum:
+    """A spectrum ready for the fits.
+
+    Attributes:
+        loglam0: log10 Å of pixel 0 (vacuum).
+        flux: ``(N,)`` float64, 1e-17 erg/s/cm²/Å (zero where ``ivar = 0``).
+        ivar: ``(N,)`` float64 after the pipeline's masks (BRIGHTSKY, 10-sigma negatives,
+            outside :data:`CHOP_DATA`).
+    """
+
+    loglam0: float
+    flux: np.ndarray
+    ivar: np.ndarray
+
+    @property
+    def npix(self) -> int:
+        return int(self.flux.size)
+
+    @property
+    def loglam(self) -> np.ndarray:
+        """``(N,)`` float64 log10 Å of every pixel."""
+        return self.loglam0 + DLOGLAM * np.arange(self.npix)
+
+
+def _grow(mask: np.ndarray, n: int = 2) -> np.ndarray:
+    """``mask`` grown by ``n`` pixels each side (IDL ``smooth(float(mask), 2n+1) GT 0``)."""
+    if not mask.any():
+        return mask
+    k = np.convolve(mask.astype(np.float64), np.ones(2 * n + 1), mode="same")
+    return k > 0
+
+
+def prepare(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, and_mask: np.ndarray | None = None) -> ObjectSpectrum:
+    """Apply the pipeline's pre-fit masks to one spectrum on SDSS pixels.
+
+    Args:
+        loglam: ``(N,)`` log10 vacuum Å, uniform 1e-4 dex steps (any SDSS/BOSS spectrum,
+            or a spectrum on ``specclass.spectra.grid.LogLamGrid``).
+        flux: ``(N,)`` 1e-17 erg/s/cm²/Å.
+        ivar: ``(N,)`` inverse variance (0 = no data).
+        and_mask: ``(N,)`` SPPIXMASK AND-mask, or None.
+
+    Returns:
+        :class:`ObjectSpectrum`.
+
+    Raises:
+        ScanError: arrays of different lengths, fewer than 2 pixels, or a wavelength
+            grid that is not uniform in 1e-4 dex steps.
+    """
+    loglam = np.asarray(loglam, dtype=np.float64)
+    flux = np.asarray(flux, dtype=np.float64)
+    ivar = np.asarray(ivar, dtype=np.float64)
+    if not (loglam.shape == flux.shape == ivar.shape) or loglam.ndim != 1 or loglam.size < 2:
+        raise ScanError(f"loglam, flux, ivar must be 1-D of one length >= 2, got {loglam.shape}, {flux.shape}, {ivar.shape}")
+    step = np.diff(loglam)
+    if np.abs(step - DLOGLAM).max() > 0.02 * DLOGLAM:
+        raise ScanError(
+            f"wavelength grid is not uniform in {DLOGLAM} dex pixels (steps {step.min():.3g}..{step.max():.3g}): "
+            "put the spectrum on SDSS pixels first (specclass.spectra.grid)"
+        )
+    good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    ivar = np.where(good, ivar, 0.0)
+    flux = np.where(good, flux, 0.0)
+    if and_mask is not None:
+        sky = (np.asarray(and_mask).astype(np.int64) & BRIGHTSKY) != 0
+        ivar[_grow(sky)] = 0.0
+    neg = flux * np.sqrt(ivar) <= -NEGATIVE_NSIGMA
+    ivar[_grow(neg)] = 0.0
+    wave = 10**loglam
+    ivar[(wave < CHOP_DATA[0]) | (wave > CHOP_DATA[1])] = 0.0
+    flux = np.where(ivar > 0, flux, 0.0)
+    loglam0 = float(loglam[0])
+    # snap to the uniform grid the steps imply (float32 loglam carries ~2e-7 dex noise)
+    return ObjectSpectrum(loglam0=loglam0, flux=flux, ivar=ivar)
+
+
+def _correlate(obj: np.ndarray, rows: np.ndarray, lags: np.ndarray, cache: dict, key: str) -> np.ndarray:
+    """``c[l, r] = sum_i obj[i] rows[r, i + l]`` for every ``l`` in ``lags`` (zero outside).
+
+    Args:
+        obj: ``(N,)`` float64 object vector.
+        rows: ``(R, Nt)`` float64 template vectors.
+        lags: ``(nlag,)`` consecutive increasing int lags.
+        cache: per-template-set dict for the rows' FFTs.
+        key: cache key of ``rows``.
+
+    Returns:
+        ``(nlag, R)`` float64.
+    """
+    n, nt = obj.size, rows.shape[1]
+    lo, hi = int(lags[0]), int(lags[-1])
+    if lags.size <= DIRECT_MAX_LAGS:
+        # only template pixels j = i + l that some object pixel reaches: [lo, n - 1 + hi]
+        j0, j1 = max(lo, 0), min(n - 1 + hi, nt - 1)
+        if j1 < j0:
+            return np.zeros((lags.size, rows.shape[0]))
+        # opad[q] = obj[q + j0 - hi]; the window for lag l starts at q = hi - l
+        width = j1 - j0 + 1
+        opad = np.zeros(width + hi - lo)
+        q = np.arange(opad.size)
+        i = q + j0 - hi
+        ok = (i >= 0) & (i < n)
+        opad[ok] = obj[i[ok]]
+        win = np.lib.stride_tricks.sliding_window_view(opad, width)[hi - lags]
+        return win @ rows[:, j0 : j1 + 1].T
+    m = sfft.next_fast_len(n + nt, real=True)
+    ck = (key, m)
+    if ck not in cache:
+        cache[ck] = sfft.rfft(rows, m, axis=1)
+    fo = np.conj(sfft.rfft(obj, m))
+    corr = sfft.irfft(cache[ck] * fo[None, :], m, axis=1)
+    return corr[:, np.mod(lags, m)].T
+
+
+@dataclass
+class ScanCurve:
+    """chi2/dof of one fitted unit (a template set, or one star template) at every lag.
+
+    Attributes:
+        kind: template kind ('GALAXY', 'QSO', 'STAR', 'CV').
+        name: SUBCLASS of a star template, else the kind.
+        z: ``(nlag,)`` trial redshifts.
+        rchi2: ``(nlag,)`` chi2/dof (inf where ``dof <= MINDOF``).
+        dof: ``(nlag,)`` degrees of freedom.
+        theta: ``(nlag, K)`` fitted coefficients.
+    """
+
+    kind: str
+    name: str
+    z: np.ndarray
+    rchi2: np.ndarray
+    dof: np.ndarray
+    theta: np.ndarray
+
+
+def _solve(A: np.ndarray, b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batched least squares: ``theta = A^-1 b``, ``chi2 = s - b . theta``.
+
+    ``A`` is scaled to unit diagonal (columns that vanish over the overlap get
+    coefficient 0) and solved with a 1e-12 ridge, so degenerate lags never raise.
+    """
+    d = np.sqrt(np.einsum("...kk->...k", A))
+    zero = d <= 0
+    d = np.where(zero, 1.0, d)
+    As = A / (d[..., :, None] * d[..., None, :])
+    k = A.shape[-1]
+    eye = np.eye(k)
+    As = np.where(zero[..., :, None] | zero[..., None, :], 0.0, As) + eye * (1e-12 + zero[..., None, :] * 1.0)
+    bs = np.where(zero, 0.0, b / d)
+    ts = np.linalg.solve(As, bs[..., None])[..., 0]
+    chi2 = s - np.einsum("...k,...k->...", bs, ts)
+    return ts / d, chi2
+
+
+def _lags(obj: ObjectSpectrum, ts: TemplateSet) -> tuple[np.ndarray, np.ndarray]:
+    """Integer lags ``l = j - i`` to scan and their redshifts (zfind's pmin/pmax)."""
+    poffset = (obj.loglam0 - ts.loglam0) / DLOGLAM
+    pix = int(round(poffset))
+    pmin = int(np.floor(np.log10(1 + ts.zmin) / DLOGLAM))
+    pmax = int(np.ceil(np.log10(1 + ts.zmax) / DLOGLAM))
+    lags = np.arange(pix - pmax, pix - pmin + 1)
+    lags = lags[(lags > -obj.npix) & (lags < ts.npix)]
+    z = 10 ** (DLOGLAM * (poffset - lags)) - 1
+    return lags, z
+
+
+def scan(obj: ObjectSpectrum, ts: TemplateSet) -> list[ScanCurve]:
+    """chi2/dof curves of a template set over its redshift range.
+
+    Args:
+        obj: prepared spectrum (:func:`prepare`).
+        ts: template set.
+
+    Returns:
+        One :class:`ScanCurve` (GALAXY, QSO, CV) or one per star template (STAR), in
+        template order; empty if the spectrum and templates never overlap.
+    """
+    lags, z = _lags(obj, ts)
+    if lags.size == 0:
+        return []
+    w = obj.ivar
+    wf = w * obj.flux
+    wf2 = wf * obj.flux
+    m = (w > 0).astype(np.float64)
+    ones = np.ones((1, ts.npix))
+    cache = ts._cache
+    poly = ts.poly()
+    S = _correlate(wf2, ones, lags, cache, "ones")[:, 0]
+    n = np.rint(_correlate(m, ones, lags, cache, "ones")[:, 0])
+    if not ts.separate:
+        basis = np.vstack([ts.eigen, poly])
+        k = basis.shape[0]
+        iu = np.triu_indices(k)
+        if "prod" not in cache:
+            cache["prod"] = basis[iu[0]] * basis[iu[1]]
+            cache["basis"] = basis
+        Aw = _correlate(w, cache["prod"], lags, cache, "prod")
+        bw = _correlate(wf, cache["basis"], lags, cache, "basis")
+        A = np.empty((lags.size, k, k))
+        A[:, iu[0], iu[1]] = Aw
+        A[:, iu[1], iu[0]] = Aw
+        theta, chi2 = _solve(A, bw, S)
+        dof = n - k
+        return [_curve(ts.kind, ts.kind, z, chi2, dof, theta)]
+    # STAR: each template with the shared polynomial columns
+    ns, p = ts.eigen.shape[0], ts.npoly
+    k = 1 + p
+    if "star_rows" not in cache:
+        e = ts.eigen
+        pi = np.triu_indices(p)
+        cache["star_rows"] = np.vstack([e * e, (e[:, None, :] * poly[None, :, :]).reshape(ns * p, -1), poly[pi[0]] * poly[pi[1]]])
+        cache["star_b"] = np.vstack([e, poly])
+    Cw = _correlate(w, cache["star_rows"], lags, cache, "star_rows")
+    Cb = _correlate(wf, cache["star_b"], lags, cache, "star_b")
+    nl = lags.size
+    A = np.empty((ns, nl, k, k))
+    A[:, :, 0, 0] = Cw[:, :ns].T
+    ep = Cw[:, ns : ns + ns * p].reshape(nl, ns, p).transpose(1, 0, 2)
+    A[:, :, 0, 1:] = ep
+    A[:, :, 1:, 0] = ep
+    pi = np.triu_indices(p)
+    pp = Cw[:, ns + ns * p :]
+    PP = np.empty((nl, p, p))
+    PP[:, pi[0], pi[1]] = pp
+    PP[:, pi[1], pi[0]] = pp
+    A[:, :, 1:, 1:] = PP[None]
+    b = np.empty((ns, nl, k))
+    b[:, :, 0] = Cb[:, :ns].T
+    b[:, :, 1:] = Cb[:, ns:][None]
+    theta, chi2 = _solve(A, b, S[None, :])
+    dof = n - k
+    return [_curve("STAR", ts.names[s], z, chi2[s], dof, theta[s]) for s in range(ns)]
+
+
+def _curve(kind: str, name: str, z: np.ndarray, chi2: np.ndarray, dof: np.ndarray, theta: np.ndarray) -> ScanCurve:
+    ok = dof > MINDOF
+    rchi2 = np.where(ok, chi2 / np.where(ok, dof, 1), np.inf)
+    return ScanCurve(kind=kind, name=name, z=z, rchi2=rchi2, dof=dof, theta=theta)
+
+
+@dataclass(frozen=True)
+class Minimum:
+    """One chi2/dof minimum of a :class:`ScanCurve` (one row of spZall).
+
+    Attributes:
+        kind, name: as in the curve ('STAR' minima carry the template's SUBCLASS).
+        z: redshift at the parabola's minimum.
+        z_err: 1-sigma from the parabola's curvature (0 when not fitted).
+        rchi2: chi2/dof at the minimum.
+        dof: degrees of freedom at the nearest lag.
+        index: nearest lag index in the curve.
+    """
+
+    kind: str
+    name: str
+    z: float
+    z_err: float
+    rchi2: float
+    dof: float
+    index: int
+
+
+def find_minima(curve: ScanCurve, nfind: int, width: int) -> list[Minimum]:
+    """The ``nfind`` lowest local minima of a curve, at least ``width`` lags apart.
+
+    Like idlspec2d's ``find_nminima``: take the lowest valid point, fit a parabola in
+    chi2 vs lag over the ``width`` points around it (sub-pixel redshift, minimum value,
+    and error from the curvature with delta-chi2 = 1), exclude ``width`` lags on each side,
+    repeat.
+
+    Returns:
+        Up to ``nfind`` :class:`Minimum`, lowest first.
+    """
+    r = curve.rchi2.copy()
+    out: list[Minimum] = []
+    half = max(width // 2, 1)
+    nl = r.size
+    for _ in range(nfind):
+        if not np.isfinite(r).any():
+            break
+        i = int(np.argmin(r))
+        lo, hi = max(0, i - half), min(nl, i + half + 1)
+        x = np.arange(lo, hi)
+        y = curve.rchi2[lo:hi]
+        ok = np.isfinite(y)
+        zi, rmin, zerr = float(curve.z[i]), float(curve.rchi2[i]), 0.0
+        if ok.sum() >= 3 and 0 < i < nl - 1:
+            c2, c1, c0 = np.polyfit(x[ok] - i, y[ok], 2)
+            if c2 > 0:
+                xm = -c1 / (2 * c2)
+                if abs(xm) <= half:
+                    rmin = float(c0 - c1 * c1 / (4 * c2))
+                    # z varies smoothly with lag: interpolate it at the fractional lag
+                    zi = float(np.interp(i + xm, np.arange(nl), curve.z))
+                    dof = float(curve.dof[i])
+                    # chi2 = rchi2 * dof; delta chi2 = 1 -> delta lag = 1/sqrt(c2 dof)
+                    dl = 1.0 / np.sqrt(c2 * max(dof, 1.0))
+                    zerr = float(abs(np.interp(i + xm + dl, np.arange(nl), curve.z) - zi))
+        out.append(Minimum(curve.kind, curve.name, zi, zerr, rmin, float(curve.dof[i]), i))
+        r[max(0, i - width) : min(nl, i + width + 1)] = np.inf
+    return out
