@@ -115,18 +115,45 @@ def text_star_dataset(sdss: Path, scheme: str, seed: int):
     return SpectralDataset(out_f, out_i, labels, names, grid.loglam, meta, {"label_scheme": scheme, "grid": grid.to_dict()})
 
 
+def simulated_sets(n_sim: int, scheme: str, seed: int, sim_labels: str) -> dict[str, Any]:
+    """``{train-set name: simulated dataset}`` for ``--sim-labels`` pipeline / construction / both."""
+    from specclass.simulate import simulate
+
+    if not n_sim:
+        return {}
+    sources = ["pipeline", "construction"] if sim_labels == "both" else [sim_labels]
+    return {("real+sim" if src == "pipeline" else f"real+sim ({src} labels)"): simulate(n_sim, labels=scheme, seed=seed, label_source=src)
+            for src in sources}
+
+
+def emulator_proba(ds: Any, scheme: str) -> np.ndarray:
+    """``(N, C)`` one-hot probabilities of the pipeline emulator's label for every row of ``ds``
+    (run on the gridded spectra the networks see; uniform where it gives no label)."""
+    from specclass.simulate.pipeline_labels import pipeline_labels
+    from specclass.spectra.labels import get_scheme
+
+    lab = pipeline_labels(ds.loglam, ds.flux, ds.ivar, lines=scheme != "class3")
+    sch = get_scheme(scheme)
+    proba = np.full((len(ds), len(ds.class_names)), 1.0 / len(ds.class_names), np.float32)
+    for i, (c, s) in enumerate(zip(lab["class"], lab["subclass"])):
+        name = sch(c, s)[0] if c else None
+        if name in ds.class_names:
+            proba[i] = 0.0
+            proba[i, ds.class_names.index(name)] = 1.0
+    return proba
+
+
 def load_data(shared: Path, scheme: str, n_sim: int, seed: int, text_stars: bool,
-              bundle: dict[str, Any] | None = None) -> dict[str, Any]:
+              bundle: dict[str, Any] | None = None, sim_labels: str = "pipeline") -> dict[str, Any]:
     """Real (FITS + text), LAMOST and simulated datasets for ``scheme`` (real and LAMOST
     from ``bundle`` when given, see :func:`read_bundle`)."""
-    from specclass.simulate import simulate
     from specclass.spectra.build import build_dataset
 
     if bundle is not None:
         if scheme not in bundle:
             raise SystemExit(f"the bundle has no {scheme!r} datasets (it has {sorted(bundle)})")
-        sim = simulate(n_sim, labels=scheme, seed=seed) if n_sim else None
-        return {"real": bundle[scheme]["real"], "lamost": bundle[scheme]["lamost"], "sim": sim, "build_skipped": None}
+        sims = simulated_sets(n_sim, scheme, seed, sim_labels)
+        return {"real": bundle[scheme]["real"], "lamost": bundle[scheme]["lamost"], "sims": sims, "build_skipped": None}
     sdss = shared / "sdss"
     fits_dirs = [sdss / d for d in ("spectra", "spectra2", "spectra3", "dr7", "other_layouts")]
     real, report = build_dataset(fits_dirs, labels=scheme, seed=seed)
@@ -135,8 +162,8 @@ def load_data(shared: Path, scheme: str, n_sim: int, seed: int, text_stars: bool
         parts.append(text_star_dataset(sdss, scheme, seed))
     real = concat(parts)
     lamost, _ = build_dataset([shared / "other_surveys" / "lamost"], labels=scheme, seed=seed)
-    sim = simulate(n_sim, labels=scheme, seed=seed) if n_sim else None
-    return {"real": real, "lamost": lamost, "sim": sim, "build_skipped": report.to_dict() if hasattr(report, "to_dict") else None}
+    sims = simulated_sets(n_sim, scheme, seed, sim_labels)
+    return {"real": real, "lamost": lamost, "sims": sims, "build_skipped": report.to_dict() if hasattr(report, "to_dict") else None}
 
 
 # --------------------------------------------------------------------------- bundle
@@ -308,15 +335,34 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
     results: list[dict[str, Any]] = []
     t_start = time.time()
     for scheme in args.schemes:
-        data = load_data(args.shared_data, scheme, args.n_sim_per_class, args.seed, not args.no_text_stars, bundle)
+        data = load_data(args.shared_data, scheme, args.n_sim_per_class, args.seed, not args.no_text_stars, bundle,
+                         sim_labels=args.sim_labels)
         for selection in args.selections:
             real = data["real"]
             if selection == "zwarning0":
                 real = real.subset(real.meta["zwarning"] == 0)
             test = real.split("test")
             train_sets = {"real": real} if "real" in args.train_sets else {}
-            if data["sim"] is not None and "real+sim" in args.train_sets:
-                train_sets["real+sim"] = concat([real, data["sim"]])
+            if "real+sim" in args.train_sets:
+                for name, sim in data["sims"].items():
+                    train_sets[name] = concat([real, sim])
+            if args.emulator:
+                # the non-ML anchor: the emulated SDSS pipeline on the same (gridded) spectra
+                row = {"scheme": scheme, "selection": selection, "train": "(none: template fit)",
+                       "model": "spectro1d emulator", "eval": {}}
+                t0 = time.time()
+                oof = emulator_proba(real, scheme)
+                fits = np.asarray(real.meta["source"]) == "fits"
+                key = "out-of-fold" if args.folds else "all"
+                row["eval"][f"real, {key}"] = _score(real, oof)
+                row["eval"][f"real FITS, {key}"] = _score(real.subset(fits), oof[fits])
+                if len(data["lamost"]):
+                    row["eval"]["LAMOST" if not args.folds else f"LAMOST, {args.folds} fold models pooled"] = _score(
+                        data["lamost"], emulator_proba(data["lamost"], scheme))
+                row["train_seconds"] = round(time.time() - t0, 1)
+                results.append(row)
+                if on_row is not None:
+                    on_row(_report(args, results, t_start, complete=False))
             for train_name, ds in train_sets.items():
                 for model_name in args.models:
                     tag = f"{scheme}-{selection}-{train_name}-{model_name}"
@@ -324,8 +370,8 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                            "eval": {}}
                     if args.folds:
                         # K-fold: every real spectrum is predicted once by the model that did not see it
-                        cv = cross_validate(args, real, data["lamost"], data["sim"] if train_name == "real+sim" else None,
-                                            model_name, args.work / tag)
+                        cv = cross_validate(args, real, data["lamost"], data["sims"].get(train_name),
+                                            model_name, args.work / tag.replace(" ", "_").replace("(", "").replace(")", ""))
                         row.update(folds=args.folds, n_train=int(len(real) * (args.folds - 1) / args.folds),
                                    train_seconds=round(cv["seconds"], 1), best_epoch=cv["best_epoch"])
                         row["eval"]["real, out-of-fold"] = _score(real, cv["oof"])
@@ -337,13 +383,14 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                                 lam, cv["lamost"].reshape(-1, cv["lamost"].shape[-1]))
                     else:
                         trainable = ds.subset(ds.meta["split"] != 2)
-                        res, t_train = _fit(args, trainable, model_name, args.work / tag)
+                        res, t_train = _fit(args, trainable, model_name,
+                                            args.work / tag.replace(" ", "_").replace("(", "").replace(")", ""))
                         row.update(n_train=int((trainable.meta["split"] == 0).sum()), train_seconds=round(t_train, 1),
                                    best_epoch=res.best_epoch)
                         evals = {"real test": test, "real test, FITS only": test.subset(test.meta["source"] == "fits"),
                                  "LAMOST": data["lamost"]}
-                        if train_name == "real+sim":
-                            evals["simulated test"] = data["sim"].split("test")
+                        if train_name in data["sims"]:
+                            evals["simulated test"] = data["sims"][train_name].split("test")
                         for name, eds in evals.items():
                             if len(eds):
                                 row["eval"][name] = _score(eds, _proba(res, eds))
@@ -435,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--n-sim-per-class", type=int, default=300, help="simulated spectra per class (0 = real only)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--sim-labels", choices=("pipeline", "construction", "both"), default="pipeline",
+                   help="label simulated spectra by the emulated SDSS pipeline (default), by construction, or "
+                        "train on each ('real+sim' and 'real+sim (construction labels)')")
+    p.add_argument("--no-emulator", dest="emulator", action="store_false",
+                   help="leave out the pipeline-emulator row (the non-ML anchor)")
     p.add_argument("--no-text-stars", action="store_true", help="leave out the 963 flux-only text star spectra")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--evaluate-only", action="store_true",

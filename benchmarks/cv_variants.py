@@ -56,7 +56,7 @@ def run_variant(args: argparse.Namespace, data: dict[str, Any], name: str, model
     save out-of-fold and LAMOST probabilities; return the npz path."""
     fit_args = argparse.Namespace(folds=args.folds, seed=args.seed, epochs=args.epochs, batch_size=64,
                                   no_augment=False, evaluate_only=False)
-    cv = cross_validate(fit_args, data["real"], data["lamost"], data["sim"], model,
+    cv = cross_validate(fit_args, data["real"], data["lamost"], data["sims"].get("real+sim"), model,
                         args.work / f"{args.scheme}-{name}", model_options=options)
     path = args.work / f"{args.scheme}-{name}.npz"
     np.savez(path, oof=cv["oof"], lamost=cv["lamost"], best_epoch=np.array(cv["best_epoch"]), seconds=cv["seconds"])

@@ -172,7 +172,7 @@ def sim(tmp_path_factory):
     """A small simulated seed4 dataset (grouped train/val/test splits), saved."""
     from specclass.simulate import simulate
 
-    ds = simulate(40, labels="seed4", seed=3)
+    ds = simulate(40, labels="seed4", seed=3, label_source="construction")
     return ds, ds.save(tmp_path_factory.mktemp("data") / "sim.h5")
 
 

@@ -70,7 +70,7 @@ def test_gallery_labels_flux_by_source_on_real_data(sdss_dir, tmp_path):
     assert len(text_files) == 2 and all(f.is_file() for f in fits_files)
     text_ds, _ = build_dataset(text_files, labels="seed4", label="STAR", val_frac=0, test_frac=0)
     fits_ds, _ = build_dataset(fits_files, labels="seed4", val_frac=0, test_frac=0)
-    sim_ds = simulate(1, labels="seed4", seed=3)
+    sim_ds = simulate(1, labels="seed4", seed=3, label_source="construction")
     parts = [text_ds, fits_ds, sim_ds.subset(np.arange(2))]
     ds = SpectralDataset(
         flux=np.concatenate([d.flux for d in parts]), ivar=np.concatenate([d.ivar for d in parts]),

@@ -24,7 +24,7 @@ C_KMS = L.C_KMS
 @pytest.fixture(scope="module")
 def seed4():
     """A small seed4 set with its noise-free truth (shared by several tests)."""
-    return simulate(40, labels="seed4", seed=11, return_truth=True)
+    return simulate(40, labels="seed4", seed=11, return_truth=True, label_source="construction")
 
 
 # --------------------------------------------------------------------------- contract
@@ -60,7 +60,7 @@ def test_shapes_dtypes_labels_meta(seed4):
 
 
 def test_class3_puts_agn_in_galaxy():
-    ds = simulate(30, labels="class3", seed=5)
+    ds = simulate(30, labels="class3", seed=5, label_source="construction")
     assert ds.class_names == ["GALAXY", "QSO", "STAR"]
     gal = ds.meta["subclass"][ds.labels == 0]
     assert len(gal) == 30 and "AGN" in set(gal)
@@ -82,9 +82,9 @@ def test_save_load_roundtrip(seed4, tmp_path, suffix):
 
 
 def test_same_seed_same_output_and_different_seed_differs():
-    a = simulate(6, labels="seed4", seed=3)
-    b = simulate(6, labels="seed4", seed=3)
-    c = simulate(6, labels="seed4", seed=4)
+    a = simulate(6, labels="seed4", seed=3, label_source="construction")
+    b = simulate(6, labels="seed4", seed=3, label_source="construction")
+    c = simulate(6, labels="seed4", seed=4, label_source="construction")
     np.testing.assert_array_equal(a.flux, b.flux)
     np.testing.assert_array_equal(a.ivar, b.ivar)
     np.testing.assert_array_equal(a.labels, b.labels)
@@ -105,12 +105,12 @@ def test_same_seed_same_output_and_different_seed_differs():
 )
 def test_invalid_options_name_the_parameter(option, value, match):
     with pytest.raises(ValueError, match=match):
-        simulate(2, **{"labels": "seed4", option: value} if option != "labels" else {"labels": value})
+        simulate(2, **{"labels": "seed4", option: value} if option != "labels" else {"labels": value}, label_source="construction")
 
 
 def test_unknown_option_is_refused():
     with pytest.raises(ValueError, match="unknown simulation option"):
-        simulate(2, snr=5)
+        simulate(2, snr=5, label_source="construction")
 
 
 # --------------------------------------------------------------------------- physics
@@ -175,7 +175,7 @@ def _measure_lines(wave_rest: np.ndarray, flux: np.ndarray, ivar: np.ndarray, na
 
 
 def test_bpt_ratios_measured_from_spectra_fall_on_the_right_side():
-    ds = simulate(40, labels="seed4", seed=21, snr_range=(40.0, 40.0))
+    ds = simulate(40, labels="seed4", seed=21, snr_range=(40.0, 40.0), label_source="construction")
     wave = ds.wavelength
     n_ok = {"AGN": [0, 0], "SF": [0, 0]}
     diffs = []
@@ -266,7 +266,7 @@ def test_physical_constants():
 
 # --------------------------------------------------------------------------- noise
 def test_noise_matches_requested_snr():
-    ds, truth = simulate(25, labels="class3", seed=8, snr_range=(10.0, 10.0), return_truth=True)
+    ds, truth = simulate(25, labels="class3", seed=8, snr_range=(10.0, 10.0), return_truth=True, label_source="construction")
     snr, pulls = [], []
     sky = np.zeros(ds.loglam.size, bool)
     for lam in SKY_LINES_VACUUM:
@@ -346,7 +346,7 @@ def test_tiny_classifier_separates_classes():
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, recall_score
 
-    ds = simulate(150, labels="seed4", seed=31)
+    ds = simulate(150, labels="seed4", seed=31, label_source="construction")
     f = np.where(ds.ivar > 0, ds.flux, 0.0)
     f = f[:, : (f.shape[1] // 20) * 20].reshape(len(ds), -1, 20).mean(axis=2)
     x = np.clip(f / (np.median(np.abs(f), axis=1, keepdims=True) + 1e-6), -10, 10)
@@ -360,7 +360,7 @@ def test_tiny_classifier_separates_classes():
 
 def test_throughput_several_thousand_per_minute():
     t0 = time.perf_counter()
-    ds = simulate(100, labels="seed4", seed=2)
+    ds = simulate(100, labels="seed4", seed=2, label_source="construction")
     rate = len(ds) / (time.perf_counter() - t0) * 60
     assert rate > 3000, f"{rate:.0f} spectra/minute"
 
@@ -384,7 +384,7 @@ def test_cli_writes_a_dataset(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "12 simulated spectra" in res.stdout and "train/val/test 6/3/3" in res.stdout
     assert ds.attrs["simulation"]["config"]["snr_range"] == [5.0, 20.0]
-    ref = simulate(4, labels="class3", seed=9, snr_range=(5.0, 20.0))
+    ref = simulate(4, labels="class3", seed=9, snr_range=(5.0, 20.0), label_source="construction")
     np.testing.assert_array_equal(ds.flux, ref.flux)
     # refuses to overwrite, and bad values are user errors (exit 2) naming the option
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -420,3 +420,50 @@ def test_shipped_assets_are_what_the_builder_makes(sdss_dir, tmp_path):
     with np.load(tmp_path / "ivar_bank.npz") as a, np.load(templates_dir() / "ivar_bank.npz") as b:
         np.testing.assert_array_equal(a["ivar"], b["ivar"])
         assert a["files"].tolist() == b["files"].tolist()
+
+
+# ------------------------------------------------------------------ labels made the pipeline's way
+def test_pipeline_labels_follow_the_emulated_decision(tmp_path, monkeypatch):
+    from specclass.spectra.labels import get_scheme
+
+    monkeypatch.setenv("SPECCLASS_CACHE", str(tmp_path / "cache"))
+    ds = simulate(6, labels="class3", seed=12, workers=1)
+    info = ds.attrs["simulation"]["pipeline_labels"]
+    assert info["emulator_version"] and set(info["construction_to_label"]) == {"GALAXY", "QSO", "STAR"}
+    scheme = get_scheme("class3")
+    for c, s, lab, built in zip(ds.meta["class"], ds.meta["subclass"], ds.labels, ds.meta["sim_class"]):
+        assert ds.class_names[lab] == scheme(c, s)[0]  # the label is the emulator's CLASS, not the construction
+        assert built in ("GALAXY", "QSO", "STAR")
+    assert np.isfinite(ds.meta["sim_z"]).all()
+    # cached: a second call reads the labels back instead of fitting again
+    assert any((tmp_path / "cache" / "spectro1d-labels").glob("*.npz"))
+    again = simulate(6, labels="class3", seed=12, workers=1)
+    np.testing.assert_array_equal(again.labels, ds.labels)
+
+
+def test_pipeline_labels_seed4_top_up_agn(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECCLASS_CACHE", str(tmp_path / "cache"))
+    ds = simulate(5, labels="seed4", seed=4, workers=2)
+    counts = ds.attrs["build_report"]["per_class"]
+    assert counts["AGN"] >= 4  # built AGN often get 'AGN BROADLINE' or no BPT subclass: topped up
+    agn = ds.labels == ds.class_names.index("AGN")
+    assert set(ds.meta["subclass"][agn]) == {"AGN"}  # seed4 AGN is SUBCLASS exactly 'AGN'
+    with pytest.raises(ValueError, match="return_truth"):
+        simulate(2, labels="seed4", seed=1, return_truth=True)
+
+
+def test_add_simulated_to_train_keeps_val_and_test_real(tmp_path, monkeypatch):
+    from specclass.simulate.mix import add_simulated_to_train
+
+    monkeypatch.setenv("SPECCLASS_CACHE", str(tmp_path / "cache"))
+    real = simulate(3, labels="class3", seed=2, label_source="construction")
+    real.meta["source"][:] = "fits"
+    out = add_simulated_to_train(real, 4, seed=7, workers=1)
+    sim = out.meta["source"] == "simulated"
+    assert sim.sum() >= 10 and (out.meta["split"][sim] == 0).all()
+    assert (out.meta["split"][~sim] == real.meta["split"]).all()
+    assert out.attrs["simulated_in_train"]["label_source"] == "pipeline"
+    bad = real.subset(np.arange(len(real)))
+    bad.attrs["label_scheme"] = "star_subclass"
+    with pytest.raises(ValueError, match="n-sim-per-class 0"):
+        add_simulated_to_train(bad, 2)

@@ -72,18 +72,13 @@ def build_demo_dataset(out_dir: str | os.PathLike, seed: int = 42, n_sim_per_cla
     settings = {k: v for k, v in ds.attrs["split"].items() if k not in ("method", "counts", "objects")}
     ds.attrs["split"] = split_summary(ds, **settings)
     if n_sim_per_class > 0:
-        from specclass.simulate.simulator import simulate
+        from specclass.simulate.mix import add_simulated_to_train
 
-        sim = simulate(n_sim_per_class, labels="seed4", seed=seed)
-        sim.meta["split"][:] = SPLIT_CODES["train"]
-        sim.meta["object_id"] = np.array([f"sim-{i}" for i in range(len(sim))])
-        attrs = dict(ds.attrs)
-        ds = SpectralDataset.concatenate([ds, sim], class_names=ds.class_names)
-        ds.attrs = attrs
+        log(f"simulating {n_sim_per_class} spectra per class and labelling them with the emulated SDSS pipeline "
+            "(cached after the first run) ...")
+        ds = add_simulated_to_train(ds, n_sim_per_class, seed=seed)
         settings = {k: v for k, v in ds.attrs["split"].items() if k not in ("method", "counts", "objects")}
         ds.attrs["split"] = split_summary(ds, **settings)
-        ds.attrs["simulated_in_train"] = {"n_per_class": n_sim_per_class, "seed": seed,
-                                          "method": "specclass.simulate (SDSS eigenspectra, real ivar noise)"}
     ds.attrs["split"]["held_out_for_predict"] = sorted(raw_names)
     ds.attrs["description"] = ("specclass demo dataset: embedded real SDSS sample (seed4 labels); "
                                "the raw sample files are in the test split")
@@ -99,7 +94,8 @@ def build_demo_dataset(out_dir: str | os.PathLike, seed: int = 42, n_sim_per_cla
         log(f"{c:<8} {train_txt:>24} {counts['val'][c]:>6} {counts['test'][c]:>6}")
     log(f"({len(files)} raw files read and held out in the test split; {report.n_spectra - len(files)} "
         f"pre-gridded sample spectra; skipped: {len(report.skipped)}"
-        + (f"; + {n_sim_per_class} simulated spectra per class in train only)" if n_sim_per_class > 0 else ")"))
+        + (f"; + {int(sim_rows.sum())} simulated spectra in train only, labelled by the emulated SDSS pipeline)"
+           if n_sim_per_class > 0 else ")"))
     return ds, report, path
 
 

@@ -131,6 +131,13 @@ class SimulationConfig:
         galaxy_z: ``(min, max)`` redshift of galaxies without lines.
         emission_z_max: upper redshift of emission-line galaxies and AGN.
         qso_z: ``(min, max)`` quasar redshift.
+        qso_lowz_fraction: fraction of quasars drawn instead from ``U(qso_lowz)``: low-z
+            quasars with host light, where real spectra sit on the QSO/GALAXY/AGN boundary
+            (most of the networks' errors on real spectra were there).
+        qso_lowz: ``(min, max)`` redshift of those.
+        construction_counts: spectra to build per construction ('AGN', 'GALAXY', 'QSO',
+            'STAR'; 0 allowed) instead of ``n_per_class`` each (used to top up a label the
+            emulated pipeline rarely gives).
         star_rv_sigma_kms: standard deviation of stellar radial velocities, km/s.
         galaxy_mix: SUBCLASS -> fraction for the GALAXY class ('' = no emission lines).
         agn_fraction_class3: fraction of GALAXY spectra that are narrow-line AGN under
@@ -147,6 +154,9 @@ class SimulationConfig:
     galaxy_z: tuple[float, float] = (0.01, 0.40)
     emission_z_max: float = 0.36
     qso_z: tuple[float, float] = (0.1, 4.0)
+    construction_counts: dict[str, int] | None = None
+    qso_lowz_fraction: float = 0.3
+    qso_lowz: tuple[float, float] = (0.05, 0.8)
     star_rv_sigma_kms: float = 60.0
     galaxy_mix: dict[str, float] = field(default_factory=lambda: {"": 0.4, "STARFORMING": 0.45, "STARBURST": 0.15})
     agn_fraction_class3: float = 0.2
@@ -178,7 +188,14 @@ class SimulationConfig:
         allowed = {"", "STARFORMING", "STARBURST"}
         if set(self.galaxy_mix) - allowed or abs(sum(self.galaxy_mix.values()) - 1) > 1e-6:
             raise ValueError(f"galaxy_mix keys must be in {sorted(allowed)} with fractions summing to 1, got {self.galaxy_mix}")
-        for name in ("agn_fraction_class3", "sky_probability", "mask_probability"):
+        if self.construction_counts is not None and (
+            set(self.construction_counts) - {"AGN", "GALAXY", "QSO", "STAR"}
+            or min(self.construction_counts.values(), default=0) < 0
+        ):
+            raise ValueError(f"construction_counts keys must be AGN/GALAXY/QSO/STAR with counts >= 0, got {self.construction_counts}")
+        if not 0 <= self.qso_lowz[0] <= self.qso_lowz[1] <= 7.0:
+            raise ValueError(f"qso_lowz must satisfy 0 <= min <= max <= 7, got {self.qso_lowz}")
+        for name in ("agn_fraction_class3", "sky_probability", "mask_probability", "qso_lowz_fraction"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -338,7 +355,9 @@ class Simulator:
             fl = L.line_fluxes(ratios, ha_flux, decrement)
             names = list(fl)
             centers = np.array([L.LINES_VACUUM[n] for n in names]) * (1 + z)
-            sigma = float(rng.uniform(100.0, 350.0) if kind == "AGN" else rng.uniform(30.0, 120.0))
+            # intrinsic sigma; narrow-line regions of type-2 AGN: ~70-250 km/s (Greene & Ho 2005,
+            # ApJ 627, 721). Broader ones become 'AGN BROADLINE' under pipeline labels.
+            sigma = float(rng.uniform(70.0, 260.0) if kind == "AGN" else rng.uniform(30.0, 120.0))
             flux = flux + L.render_lines(self.loglam, centers, np.array([fl[n] for n in names]), sigma)
             info.update(
                 log_nii_ha=ratios["log_nii_ha"], log_oiii_hb=ratios["log_oiii_hb"], ew_halpha=ew, sigma_kms=sigma
@@ -346,7 +365,8 @@ class Simulator:
         return flux, cov, info
 
     def _qso(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        z = float(rng.uniform(*self.config.qso_z))
+        lowz = self.config.qso_lowz_fraction > 0 and rng.random() < self.config.qso_lowz_fraction
+        z = float(rng.uniform(*(self.config.qso_lowz if lowz else self.config.qso_z)))
         flux, cov, c = self._eigen_continuum(rng, "QSO", z)
         flux = flux * L.lya_forest_fluctuations(rng, self.loglam, z)
         info: dict[str, Any] = {"class": "QSO", "subclass": "BROADLINE", "z": z, "template": self.templates["QSO"].file}
@@ -416,14 +436,15 @@ class Simulator:
             mix = {k: v * (1 - cfg.agn_fraction_class3) for k, v in mix.items()}
             mix["AGN"] = cfg.agn_fraction_class3
         keys = list(mix)
-        n = cfg.n_per_class
-        gal_sub = rng.choice(len(keys), size=n, p=np.array([mix[k] for k in keys]))
+        counts = {c: cfg.n_per_class for c in ("AGN", "GALAXY", "QSO", "STAR")}
+        counts.update(cfg.construction_counts or {})
+        gal_sub = rng.choice(len(keys), size=counts["GALAXY"], p=np.array([mix[k] for k in keys]))
         out: list[tuple[str, str, str]] = []
         if cfg.labels == "seed4":
-            out += [("AGN", "GALAXY", "AGN")] * n
+            out += [("AGN", "GALAXY", "AGN")] * counts["AGN"]
         out += [("GALAXY", "GALAXY", keys[i]) for i in gal_sub]
-        out += [("QSO", "QSO", "BROADLINE")] * n
-        out += [("STAR", "STAR", "")] * n
+        out += [("QSO", "QSO", "BROADLINE")] * counts["QSO"]
+        out += [("STAR", "STAR", "")] * counts["STAR"]
         return out
 
     def run(self, return_truth: bool = False, progress: bool = False) -> SpectralDataset | tuple[SpectralDataset, np.ndarray]:
@@ -551,16 +572,26 @@ def _asset_hashes() -> dict[str, str]:
     return out
 
 
+#: Where the labels of simulated spectra come from: 'pipeline' (the emulated SDSS decision,
+#: :mod:`specclass.simulate.pipeline_labels`; the default since it raised cross-validated
+#: accuracy on real spectra, README "Benchmarks") or 'construction' (what was built).
+LABEL_SOURCES = ("pipeline", "construction")
+
+
 def simulate(
-    n_per_class: int, labels: str = "seed4", seed: int = 0, return_truth: bool = False, **options: Any
+    n_per_class: int, labels: str = "seed4", seed: int = 0, return_truth: bool = False,
+    label_source: str = "pipeline", workers: int | None = None, **options: Any
 ) -> SpectralDataset | tuple[SpectralDataset, np.ndarray]:
     """Simulate a labelled SDSS-like dataset (convenience wrapper over :class:`Simulator`).
 
     Args:
-        n_per_class: spectra per class.
+        n_per_class: spectra built per class (with ``label_source='pipeline'`` the counts per
+            label follow the emulated pipeline's decision, and rows it cannot label are dropped).
         labels: 'seed4' or 'class3'.
         seed: random seed.
         return_truth: also return the noise-free ``(N, L)`` float32 fluxes.
+        label_source: 'pipeline' or 'construction' (:data:`LABEL_SOURCES`).
+        workers: processes for the pipeline labels (default: all CPUs this process may use).
         **options: any other :class:`SimulationConfig` field.
 
     Returns:
@@ -578,5 +609,47 @@ def simulate(
     unknown = set(options) - set(SimulationConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown simulation option(s) {sorted(unknown)}")
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
     cfg = SimulationConfig(n_per_class=n_per_class, labels=labels, seed=seed, **options)
-    return Simulator(cfg).run(return_truth=return_truth)
+    out = Simulator(cfg).run(return_truth=return_truth)
+    if label_source == "construction":
+        return out
+    from specclass.simulate.pipeline_labels import relabel
+
+    if return_truth:
+        raise ValueError("return_truth needs label_source='construction' (pipeline labels drop and add rows)")
+    new = relabel(out, workers=workers)
+    # top up labels the pipeline rarely gives (seed4 AGN: most built AGN have lines too weak
+    # for the 3-sigma BPT rule or broader than 200 km/s) with more of the construction that
+    # yields them most, so that every label has about n_per_class spectra
+    names = list(new.class_names)
+    for round_ in range(1, 4):
+        table = new.attrs["simulation"]["pipeline_labels"]["construction_to_label"]
+        have = np.bincount(np.asarray(new.labels), minlength=len(names))
+        short = [c for j, c in enumerate(names) if have[j] < 0.8 * n_per_class]
+        if not short:
+            break
+        extra = []
+        for c in short:
+            src = max(table, key=lambda k: table[k].get(c, 0) / max(sum(table[k].values()), 1))
+            rate = table[src].get(c, 0) / max(sum(table[src].values()), 1)
+            if rate <= 0:
+                continue
+            need = int(np.ceil((n_per_class - have[names.index(c)]) / rate * 1.1))
+            counts = {k: 0 for k in ("AGN", "GALAXY", "QSO", "STAR")}
+            counts[src] = min(need, 20 * n_per_class)
+            top_cfg = SimulationConfig(**{**asdict(cfg), "seed": cfg.seed + 7919 * round_, "construction_counts": counts})
+            more = relabel(Simulator(top_cfg).run(), workers=workers)
+            rows = np.flatnonzero(np.asarray(more.labels) == names.index(c))[: n_per_class - have[names.index(c)]]
+            if rows.size:
+                extra.append(more.subset(rows))
+        if not extra:
+            break
+        attrs = new.attrs
+        new = SpectralDataset.concatenate([new, *extra], class_names=names)
+        attrs["simulation"]["pipeline_labels"]["topped_up"] = attrs["simulation"]["pipeline_labels"].get("topped_up", 0) + sum(len(e) for e in extra)
+        labels_now = np.asarray(new.labels)
+        attrs["build_report"] = {"n": len(new), "per_class": {c: int((labels_now == j).sum()) for j, c in enumerate(names)}}
+        new.attrs = attrs
+    return new
