@@ -194,3 +194,31 @@ def test_a_file_named_and_inside_a_given_folder_is_classified_once(tmp_path, run
     rows, failures = predict_files(run_dir, [first, folder])
     assert not failures
     assert [Path(r["file"]).name for r in rows] == [first.name, sorted(folder.iterdir())[1].name]
+
+
+def test_an_absurd_flux_does_not_change_the_prediction(tmp_path, run_dir, sdss_dir):
+    # issue 12 item 1: flux 1e30 with a finite, positive ivar flipped the class (GALAXY 0.75 -> 1.00)
+    from astropy.io import fits
+
+    src = sdss_dir / "spectra" / "spec-0266-51602-0013.fits"
+    bad = tmp_path / src.name
+    with fits.open(src) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    hdul[1].data["flux"][1500] = 1e30
+    assert hdul[1].data["ivar"][1500] > 0
+    hdul.writeto(bad)
+    class_names = persistence.load_preprocessor(run_dir).class_names
+    (clean,), _ = predict_files(run_dir, [src])
+    (spiked,), _ = predict_files(run_dir, [bad])
+    assert spiked["predicted_class"] == clean["predicted_class"]
+    np.testing.assert_allclose(_probs(spiked, class_names), _probs(clean, class_names), atol=0.01)
+    # the same run without outlier masking is what users got before
+    other = tmp_path / "no-mask"
+    other.mkdir()
+    for name in ("model.keras", "config.json"):
+        (other / name).write_bytes((run_dir / name).read_bytes())
+    d = json.loads((run_dir / "preprocessing.json").read_text())
+    d["mask_outliers"] = False
+    (other / "preprocessing.json").write_text(json.dumps(d))
+    (before,), _ = predict_files(other, [bad])
+    assert np.abs(_probs(before, class_names) - _probs(clean, class_names)).max() > 0.05
