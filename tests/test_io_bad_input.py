@@ -380,3 +380,32 @@ def test_templates_are_not_spectra(shared_data: Path) -> None:
     reasons = {Path(p).name: why for p, _, why in results}
     assert "eigenspectrum template" in reasons["spEigenGal-56436.fits"]
     assert "unrecognised FITS spectrum layout" in reasons["rrtemplate-QSO-HIZ-v1.1.fits"]
+
+
+# ---------------------------------------------------------------- issue 12 item 6: non-spectra in a folder
+
+
+def test_readme_and_notes_in_a_spectra_folder_are_left_out_with_a_reason(sdss_dir: Path, tmp_path: Path) -> None:
+    from specclass.io import find_spectrum_files
+
+    folder = tmp_path / "spectra"
+    folder.mkdir()
+    star = sorted((sdss_dir / "text_stars").glob("*.txt"))[0]
+    (folder / star.name).write_bytes(star.read_bytes())  # a real text spectrum: kept
+    (folder / "spec-0266-51602-0013.fits").write_bytes((sdss_dir / LITE).read_bytes())
+    (folder / "README.txt").write_bytes((sdss_dir / "PROVENANCE.md").read_bytes())
+    (folder / "notes.txt").write_text("plate 266 looks odd\nre-download 0013 tomorrow\n")
+    (folder / "observing_log.dat").write_text("night 1: clouds\nnight 2: clear, seeing 1.2\n")
+    (folder / "._spec-0266-51602-0013.fits").write_bytes(b"\0\5\26\7" + b"\0" * 80)  # macOS AppleDouble
+    skipped: list = []
+    files = find_spectrum_files(folder, skipped=skipped)
+    assert sorted(p.name for p in files) == sorted([star.name, "spec-0266-51602-0013.fits"])
+    assert {p.name: why for p, why in skipped} == {
+        "README.txt": "a documentation file name",
+        "notes.txt": "a documentation file name",
+        "observing_log.dat": "text without (wavelength, flux) rows",
+        "._spec-0266-51602-0013.fits": "hidden file",
+    }
+    # a file named explicitly is always read, and says why it fails
+    _expect_error(folder / "notes.txt", "not a two-column text spectrum|rows")
+    assert [r is None for _, s, r in iter_spectra(folder)] == [True, True]

@@ -222,3 +222,35 @@ def test_an_absurd_flux_does_not_change_the_prediction(tmp_path, run_dir, sdss_d
     (other / "preprocessing.json").write_text(json.dumps(d))
     (before,), _ = predict_files(other, [bad])
     assert np.abs(_probs(before, class_names) - _probs(clean, class_names)).max() > 0.05
+
+
+def test_cli_predict_exits_non_zero_when_nothing_is_classified(tmp_path, run_dir, sdss_dir, capsys):
+    # issue 12 item 6: a folder without spectra, or where every file fails, exited 0 ("classified 0 spectra")
+    from specclass.cli import main
+
+    src = sdss_dir / "spectra" / "spec-0266-51602-0013.fits"
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / src.name).write_bytes(src.read_bytes())
+    (good / "README.txt").write_bytes((sdss_dir / "PROVENANCE.md").read_bytes())
+    assert main(["predict", str(run_dir), str(good), "--out", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "classified 1 spectra" in out and "left out 1 file(s) in the folders that are not spectra (README.txt)" in out
+    assert "README" not in (tmp_path / "a.csv").read_text()  # not a failure row either
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "README.txt").write_bytes((sdss_dir / "PROVENANCE.md").read_bytes())
+    assert main(["predict", str(run_dir), str(docs), "--out", str(tmp_path / "b.csv")]) == 2
+    captured = capsys.readouterr()
+    assert "uncertain" not in captured.out
+    assert (f"specclass predict: error: nothing classified: no spectrum file found in {docs}; "
+            "1 non-spectrum file(s) left out") in captured.err
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / src.name).write_bytes(src.read_bytes()[:50000])  # cut in the COADD data
+    assert main(["predict", str(run_dir), str(broken), "--out", str(tmp_path / "c.csv")]) == 2
+    captured = capsys.readouterr()
+    assert "truncated" in captured.out and "uncertain" not in captured.out
+    assert "specclass predict: error: nothing classified: all 1 spectrum file(s) failed (reasons above)" in captured.err
