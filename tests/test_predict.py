@@ -254,3 +254,46 @@ def test_cli_predict_exits_non_zero_when_nothing_is_classified(tmp_path, run_dir
     captured = capsys.readouterr()
     assert "truncated" in captured.out and "uncertain" not in captured.out
     assert "specclass predict: error: nothing classified: all 1 spectrum file(s) failed (reasons above)" in captured.err
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_a_truncated_model_file_is_one_clear_message(tmp_path, run_dir, real_ds, inputs, capsys):
+    # issue 12 item 8: predict ended in a traceback ("File not found" for a file that exists)
+    from specclass.cli import main
+
+    run = _copy_run(run_dir, tmp_path / "run")
+    data = (run / "model.keras").read_bytes()
+    (run / "model.keras").write_bytes(data[: len(data) // 2])
+    ds = real_ds.save(tmp_path / "ds.h5")
+    spectrum = str(inputs[0])
+    for argv in (["predict", str(run), spectrum, "--out", str(tmp_path / "p.csv")],
+                 ["evaluate", str(run), str(ds)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err  # one line, no traceback
+        assert f"{run / 'model.keras'}: the model file is truncated or damaged ({len(data) // 2} bytes" in err
+        assert "--format h5" in err  # the run folder also holds model.h5
+    assert main(["predict", str(run), spectrum, "--out", str(tmp_path / "p.csv"), "--format", "h5"]) == 0
+
+
+def test_a_model_with_a_lambda_layer_is_one_clear_message(tmp_path, real_ds, inputs, capsys):
+    from specclass.cli import main
+
+    pre = Preprocessor.from_dataset(real_ds)
+    inp = keras.Input((pre.input_length, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inp)  # Python code inside the model file
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inp, keras.layers.Dense(len(pre.class_names), activation="softmax")(x))
+    run = tmp_path / "run"
+    persistence.save_run(run, model, pre, {"model": "custom"}, formats=["keras"])
+    assert main(["predict", str(run), str(inputs[0]), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{run / 'model.keras'}: the model holds a Lambda layer (arbitrary Python code)" in err
