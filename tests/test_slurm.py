@@ -308,3 +308,21 @@ def test_a_second_sigterm_does_not_turn_a_clean_stop_into_a_crash(tmp_path):
     assert "received SIGTERM again: ignored, training is already stopping after this batch" in res.stderr
     assert "received SIGTERM again while stopping: ignored" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_signal_without_b_is_sent_to_the_batch_shell_with_a_warning(tmp_path, capsys):
+    # issue 12 item 10: --signal USR1@60 (no B:) signals only job steps; our command runs in the batch shell
+    assert main(["slurm", "script", "-t", "10:00", "--signal", "USR1@60", "--", "train", "--epochs", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "#SBATCH --signal=B:USR1@60\n" in captured.out
+    assert ("specclass slurm: warning: --signal=USR1@60 signals only job steps (srun), and this script runs the "
+            "command in the batch shell, so the signal would never reach it: using --signal=B:USR1@60") in captured.err
+    # kept as given where it does arrive: B: already, or the command is a job step (srun)
+    assert main(["slurm", "script", "-t", "10:00", "--signal", "B:USR1@60", "--", "train"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["slurm", "script", "-t", "10:00", "--srun", "--signal", "USR1@60", "--", "train"]) == 0
+    captured = capsys.readouterr()
+    assert "#SBATCH --signal=USR1@60\n" in captured.out and "warning" not in captured.err
+    # the library corrects too, and says so in the script
+    text = render_script(JobSpec(signal="R:USR1@90"), ["train"])
+    assert "#SBATCH --signal=BR:USR1@90\n" in text and "# note: --signal=R:USR1@90 signals only job steps" in text
