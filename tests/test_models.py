@@ -181,3 +181,22 @@ def test_models_build_and_fit_under_jax_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_models_listing_agrees_with_the_registry_without_importing_keras():
+    # issue 12 item 12: `specclass models` took 10 s (a TensorFlow import) just to list names
+    import subprocess
+    import sys
+
+    from specclass.models import describe_builtin_models, list_models, model_spec
+
+    light = describe_builtin_models()
+    assert sorted(light) == list_models()
+    for name, (summary, options) in light.items():
+        spec = model_spec(name)
+        assert (summary, options) == (spec.summary, spec.options), name
+    code = ("import sys; from specclass.cli import main; rc = main(['models']); "
+            "print('heavy:', sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules)); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "spectral_resnet (default): " in out.stdout and "heavy: []" in out.stdout

@@ -128,15 +128,14 @@ def _calibration_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Print every registered model, its summary and options."""
-    from specclass.models import DEFAULT_MODEL, list_models, model_spec
+    """Print every built-in model, its summary and options (read from the source: no Keras import)."""
+    from specclass.models import DEFAULT_MODEL, describe_builtin_models
 
-    for name in list_models():
-        spec = model_spec(name)
+    for name, (summary, options) in describe_builtin_models().items():
         mark = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{mark}: {spec.summary}")
-        if spec.options:
-            opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
+        print(f"{name}{mark}: {summary}")
+        if options:
+            opts = ", ".join(f"{k}={v!r}" for k, v in options.items())
             print(f"    options: {opts}")
     return 0
 
