@@ -440,6 +440,7 @@ def evaluate_run(
             ivar=data.ivar[wrong],
             sources=np.asarray(data.meta["source"])[wrong] if "source" in data.meta else None,
             formats=np.asarray(data.meta["format"])[wrong] if "format" in data.meta else None,
+            redshifts=np.asarray(data.meta["z"], dtype=float)[wrong] if "z" in data.meta else None,
         )
         roles["Misclassified spectra"] = "misclassified_spectra"
     for key, p in images.items():

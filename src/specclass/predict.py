@@ -151,6 +151,7 @@ def predict_files(
     chunk: int = 2048,
     calibrate: bool = True,
     uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify spectrum files with a run folder.
 
@@ -170,6 +171,9 @@ def predict_files(
             without one); False: the network's raw softmax.
         uncertain_below: rows whose top probability is below this get
             ``uncertain = 1`` (in ``[0, 1]``; 0 flags nothing).
+        skipped: if a list, receives ``(path, why)`` for each file in the folders
+            that is obviously not a spectrum (``README.txt``, notes; see
+            :func:`specclass.io.read.not_a_spectrum`); such files are never read.
 
     Returns:
         ``(rows, failures)``: one dict per spectrum classified (see module
@@ -187,7 +191,7 @@ def predict_files(
     temperature, _ = run_temperature(run, calibrate)
     # a file named and also inside a given folder is classified once
     unique: dict[Path, Path] = {}
-    for f in find_spectrum_files(paths_or_dirs):
+    for f in find_spectrum_files(paths_or_dirs, skipped=skipped):
         unique.setdefault(f.resolve(), f)
     files = list(unique.values())
     metas: list[dict[str, Any]] = []

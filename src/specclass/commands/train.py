@@ -128,15 +128,14 @@ def _calibration_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Print every registered model, its summary and options."""
-    from specclass.models import DEFAULT_MODEL, list_models, model_spec
+    """Print every built-in model, its summary and options (read from the source: no Keras import)."""
+    from specclass.models import DEFAULT_MODEL, describe_builtin_models
 
-    for name in list_models():
-        spec = model_spec(name)
+    for name, (summary, options) in describe_builtin_models().items():
         mark = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{mark}: {spec.summary}")
-        if spec.options:
-            opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
+        print(f"{name}{mark}: {summary}")
+        if options:
+            opts = ", ".join(f"{k}={v!r}" for k, v in options.items())
             print(f"    options: {opts}")
     return 0
 
@@ -261,16 +260,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     _, how = run_temperature(run, not args.no_calibration)
     print(f"probabilities: {how}")
+    not_spectra: list[tuple[Path, str]] = []
     rows, failures = predict_files(run, args.paths, out=args.out, batch_size=args.batch_size,
-                                   calibrate=not args.no_calibration, uncertain_below=args.uncertain_below)
+                                   calibrate=not args.no_calibration, uncertain_below=args.uncertain_below,
+                                   skipped=not_spectra)
     counts = Counter(r["predicted_class"] for r in rows)
     n_unsure = sum(r["uncertain"] for r in rows)
     print(f"classified {len(rows)} spectra ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}); "
           f"{len(failures)} not classified -> {args.out}")
-    print(f"uncertain (top probability < {args.uncertain_below:g}): {n_unsure} of {len(rows)} "
-          "(column 'uncertain' = 1; predicted_class is still the most probable class)")
+    if rows:
+        print(f"uncertain (top probability < {args.uncertain_below:g}): {n_unsure} of {len(rows)} "
+              "(column 'uncertain' = 1; predicted_class is still the most probable class)")
+    if not_spectra:
+        names = ", ".join(p.name for p, _ in not_spectra[:5]) + (", ..." if len(not_spectra) > 5 else "")
+        print(f"left out {len(not_spectra)} file(s) in the folders that are not spectra ({names})")
     for fail in failures[:10]:
         print(f"  skipped {fail['file']}: {fail['reason']}")
     if len(failures) > 10:
         print(f"  ... and {len(failures) - 10} more (see {args.out})")
-    return 0 if rows or not failures else 1
+    if not rows:
+        why = (f"all {len(failures)} spectrum file(s) failed (reasons above)" if failures
+               else "no spectrum file found in " + ", ".join(map(str, args.paths)))
+        raise CLIError(f"nothing classified: {why}"
+                       + (f"; {len(not_spectra)} non-spectrum file(s) left out" if not_spectra else ""))
+    return 0
