@@ -77,9 +77,9 @@ def split_run_argument(paths: Sequence[Path]) -> tuple[Path | None, list[Path]]:
     """Tell ``specclass predict [RUN] FILES_OR_DIRS`` apart.
 
     The first path is the run when it is a run folder (holds ``preprocessing.json``),
-    an exported model (``model.numpy.h5`` / ``.onnx`` from ``specclass export``), or a
-    folder with no spectrum file in it followed by more paths (a mistyped run folder:
-    loading it then says what is wrong). Otherwise every path is input and the run
+    an exported model (``model.numpy.h5`` / ``.onnx`` from ``specclass export``), or,
+    followed by more paths, a folder with no spectrum file in it or a missing path
+    without a spectrum suffix (a mistyped run folder: loading it then says what is wrong). Otherwise every path is input and the run
     is ``None`` (use the pretrained classifier).
 
     Returns:
@@ -87,6 +87,7 @@ def split_run_argument(paths: Sequence[Path]) -> tuple[Path | None, list[Path]]:
     """
     from specclass.inference.load import exported_kind
     from specclass.io import find_spectrum_files
+    from specclass.io.read import SPECTRUM_SUFFIXES
 
     paths = [Path(p) for p in paths]
     if not paths:
@@ -98,4 +99,6 @@ def split_run_argument(paths: Sequence[Path]) -> tuple[Path | None, list[Path]]:
         return first, rest
     if rest and first.is_dir() and not find_spectrum_files(first):
         return first, rest
+    if rest and not first.exists() and not first.name.lower().endswith(SPECTRUM_SUFFIXES):
+        return first, rest  # a missing run folder: loading it says "no such run folder"
     return None, paths
