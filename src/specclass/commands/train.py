@@ -103,7 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser(
         "predict", help="classify spectrum files with a run folder; write a CSV",
         description="Classify every spectrum in FILES_OR_DIRS (any format specclass reads) with the run's model "
-                    "and its saved preprocessing; one CSV row per spectrum, with a reason for each failure.",
+                    "and its saved preprocessing; one CSV row per spectrum, with a reason for each failure. "
+                    "Without RUN, the pretrained classifier packaged with specclass is used.",
+        usage="specclass predict [options] [RUN] FILES_OR_DIRS [FILES_OR_DIRS ...]",
     )
     r.add_argument("paths", nargs="+", type=Path, metavar="[RUN] FILES_OR_DIRS",
                    help="optional run folder written by 'specclass train' (or a model.numpy.h5 / model.onnx from "
