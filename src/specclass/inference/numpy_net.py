@@ -107,6 +107,18 @@ def conv1d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None, stride: i
 
 def pool1d(x: np.ndarray, pool: int, stride: int, padding: str, kind: str) -> np.ndarray:
     """Max or average pooling over windows of ``pool`` pixels every ``stride`` (Keras semantics)."""
+    if kind == "max" and stride == pool:  # non-overlapping windows: a reshape, no strided window copy
+        n, length, c = x.shape
+        if padding == "same":
+            left, right = _same_padding(length, pool, stride)
+            if left or right:
+                x = np.pad(x, ((0, 0), (left, right), (0, 0)), constant_values=-np.inf)
+        elif padding != "valid":
+            raise ValueError(f"padding {padding!r} is not supported (valid, same)")
+        out = x.shape[1] // pool
+        if out < 1:
+            raise ValueError(f"input of {x.shape[1]} pixels is shorter than the pool of {pool}")
+        return x[:, : out * pool].reshape(n, out, pool, c).max(axis=2)
     if kind == "max":
         return _windows(x, pool, stride, padding, fill=-np.inf).max(axis=-1)
     total = _windows(x, pool, stride, padding).sum(axis=-1)
@@ -143,7 +155,8 @@ class Layer:
             self.params["_scale"] = scale.astype(np.float32)
             self.params["_shift"] = (beta - w["moving_mean"] * scale).astype(np.float32)
 
-    def __call__(self, args: list[np.ndarray]) -> np.ndarray:
+    def __call__(self, args: list[np.ndarray], inplace: bool = False) -> np.ndarray:
+        """Apply the layer; ``inplace``: ``args[0]`` is read by nobody else and may be overwritten."""
         p, w, op = self.params, self.weights, self.op
         x = args[0]
         if op == "conv1d":
@@ -157,7 +170,7 @@ class Layer:
         if op == "batchnorm":
             return x * p["_scale"] + p["_shift"]
         if op == "activation":
-            return activate(x.copy(), p["activation"])
+            return activate(x if inplace else x.copy(), p["activation"])
         if op in ("maxpool1d", "avgpool1d"):
             return pool1d(x, int(p["pool_size"]), int(p["strides"]), p["padding"], op[:3])
         if op == "global_avgpool1d":
@@ -167,7 +180,7 @@ class Layer:
         if op == "flatten":
             return x.reshape(x.shape[0], -1)
         if op == "add":
-            out = args[0].copy()
+            out = args[0] if inplace else args[0].copy()
             for a in args[1:]:
                 out += a
             return out
@@ -240,16 +253,29 @@ class NumpyNetwork:
         self.output_shape = (None, int(n_outputs))
         # how many later layers read each node: free a node's array after its last reader
         self._last_use: dict[str, int] = {}
+        readers: dict[str, int] = {}
         for i, layer in enumerate(layers):
             for name in layer.inputs:
                 self._last_use[name] = i
+                readers[name] = readers.get(name, 0) + 1
+        # a node's array may be overwritten by its reader when nobody else sees that array: one reader,
+        # not the network input, and (identities pass their input array on) the same up the chain
+        by_name = {la.name: la for la in layers}
+
+        def owned(name: str) -> bool:
+            node = by_name[name]
+            if readers.get(name, 0) != 1 or node.op == "input" or name == output:
+                return False
+            return owned(node.inputs[0]) if node.op == "identity" else True
+
+        self._inplace = {la.name: bool(la.inputs) and owned(la.inputs[0]) for la in layers}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Forward pass of one batch ``(N, L, C)`` float32 -> ``(N, n_outputs)`` float32."""
         values: dict[str, np.ndarray] = {}
         for i, layer in enumerate(self.layers):
             args = [values[n] for n in layer.inputs] or [x]
-            values[layer.name] = layer(args)
+            values[layer.name] = layer(args, self._inplace[layer.name])
             for n in layer.inputs:
                 if self._last_use.get(n) == i and n != self.output:
                     del values[n]
