@@ -10,6 +10,9 @@ exported (``specclass export --format numpy`` and ``--format onnx``) and timed t
 * **from FITS files**: :func:`specclass.predict.predict_files` on the real SDSS FITS
   folders (read, grid, preprocess, predict; page cache warm after one untimed pass).
 
+The runtimes take turns (repeat 1 of each, then repeat 2 of each, ...), so a change of load
+on a shared machine affects all of them alike.
+
 It also reports the largest difference of each runtime's probabilities from Keras's
 on those arrays, and classifies the DESI files of ``../shared/data/other_surveys/desi``
 with the same run (our class beside redrock's SPECTYPE).
@@ -112,6 +115,19 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     ivar = np.tile(ds.ivar, (reps, 1))[: args.n_arrays]
     pre = keras_run.preprocessor
     reference = predict_arrays(keras_run.model, pre, ds.flux, ds.ivar, temperature=keras_run.temperature)
+    ready = {name: run for name, run in runtimes.items() if not isinstance(run, str)}
+    for run in ready.values():  # warm-ups: graph tracing, sessions, page cache
+        predict_arrays(run.model, run.preprocessor, flux[:512], ivar[:512])
+        predict_files(run, dirs)
+    # the runtimes take turns, repeat by repeat, so a change of load on a shared machine hits all of them
+    t_arrays: dict[str, list[float]] = {name: [] for name in ready}
+    t_files: dict[str, list[float]] = {name: [] for name in ready}
+    n_files: dict[str, int] = {}
+    for _ in range(args.repeats):
+        for name, run in ready.items():
+            t_arrays[name] += _timed(lambda r=run: predict_arrays(r.model, r.preprocessor, flux, ivar), 1)
+        for name, run in ready.items():
+            t_files[name] += _timed(lambda r=run, k=name: n_files.__setitem__(k, len(predict_files(r, dirs)[0])), 1)
     results = []
     for name in RUNTIMES:
         run = runtimes[name]
@@ -119,16 +135,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             results.append({"runtime": name, "unavailable": run})
             continue
         proba = predict_arrays(run.model, run.preprocessor, ds.flux, ds.ivar, temperature=run.temperature)
-        predict_arrays(run.model, run.preprocessor, flux[:512], ivar[:512])  # warm-up
-        arrays = _rate(len(flux), _timed(lambda r=run: predict_arrays(r.model, r.preprocessor, flux, ivar), args.repeats))
-        predict_files(run, dirs)  # warm page cache
-        counts: list[int] = []
-        times = _timed(lambda r=run: counts.append(len(predict_files(r, dirs)[0])), max(1, args.repeats - 1))
-        files = _rate(counts[-1], times)
-        row = {"runtime": name, "arrays": arrays, "fits": files,
+        row = {"runtime": name, "arrays": _rate(len(flux), t_arrays[name]), "fits": _rate(n_files[name], t_files[name]),
                "max_abs_diff_vs_keras": float(np.abs(proba - reference).max())}
         results.append(row)
-        print(f"{name}: arrays {arrays['spectra_per_s_best']}/s, FITS {files['spectra_per_s_best']}/s, "
+        print(f"{name}: arrays {row['arrays']['spectra_per_s_best']}/s, FITS {row['fits']['spectra_per_s_best']}/s, "
               f"max |p - p_keras| {row['max_abs_diff_vs_keras']:.2e}", flush=True)
     desi_dir = args.shared_data / "other_surveys" / "desi"
     return {
@@ -191,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", type=Path, default=None, help="run folder (default: train a small one into OUT/tmp)")
     p.add_argument("--epochs", type=int, default=8, help="epochs of the small run trained without --run (default 8)")
     p.add_argument("--n-arrays", type=int, default=4096)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its choice)")
     p.add_argument("--quick", action="store_true", help="smoke test: one FITS folder, 512 arrays, 1 repeat")
     args = p.parse_args(argv)

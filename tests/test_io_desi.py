@@ -142,10 +142,12 @@ def test_coadd_without_its_redrock_file_reads_unlabelled(desi_dir: Path, tmp_pat
     assert s.meta.class_ == "" and s.meta.zwarning == -1 and s.meta.extra["targetid"] == 39633345008634465
 
 
-def test_build_dataset_keeps_targetid_and_skips_unlabelled(desi_dir: Path) -> None:
+def test_build_dataset_keeps_targetid_and_skips_unlabelled(desi_dir: Path, tmp_path: Path) -> None:
     from specclass.spectra.build import build_dataset
+    from specclass.spectra.dataset import SpectralDataset
 
     ds, report = build_dataset(desi_dir, labels="class3")
+    ds = SpectralDataset.load(ds.save(tmp_path / "desi.h5"))  # targetid (int64) survives the file
     labelled = [p for p in _coadds(desi_dir) if redrock_path_for(str(p))]
     assert len(ds) == len(labelled) >= 1
     assert ds.meta["targetid"][0] == 39633345008634465 and ds.meta["source"][0] == "other-survey"
