@@ -121,7 +121,7 @@ def test_unreadable_and_empty_spectra_get_a_reason_and_csv_is_written(tmp_path, 
     with out.open() as fh:
         table = list(csv.DictReader(fh))
     class_names = persistence.load_preprocessor(run_dir).class_names
-    assert list(table[0]) == ["file", "row", "plate", "mjd", "fiberid", "file_class", "file_subclass", "z",
+    assert list(table[0]) == ["file", "row", "plate", "mjd", "fiberid", "targetid", "file_class", "file_subclass", "z",
                               "zwarning", "predicted_class", "probability", "uncertain",
                               *[f"p_{c}" for c in class_names], "reason"]
     assert len(table) == 5

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dataset",
     "simulate",
     "train",
+    "export",
     "mnist",
     "slurm",
     "demo",

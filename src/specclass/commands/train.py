@@ -5,7 +5,7 @@
     specclass models
     specclass train DATASET --model spectral_resnet --epochs 30 --batch-size 32 --out RUN
     specclass evaluate RUN DATASET --split test
-    specclass predict RUN FILES_OR_DIRS... --out predictions.csv [--uncertain-below 0.5] [--no-calibration]
+    specclass predict [RUN] FILES_OR_DIRS... --out predictions.csv [--uncertain-below 0.5] [--no-calibration]
 
 ``train`` resumes: run the same command again on the same ``--out`` and it
 continues from the last finished epoch (see :mod:`specclass.training`). Under
@@ -53,6 +53,7 @@ def _option(text: str) -> tuple[str, Any]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate``, ``predict`` and ``models`` to the ``specclass`` parser."""
     from specclass.models import DEFAULT_MODEL
+    from specclass.pretrained import DEFAULT_SCHEME as PRETRAINED_DEFAULT, SCHEMES as PRETRAINED_SCHEMES
     from specclass.preprocessing import NORMALISATIONS
 
     p = subparsers.add_parser(
@@ -102,10 +103,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser(
         "predict", help="classify spectrum files with a run folder; write a CSV",
         description="Classify every spectrum in FILES_OR_DIRS (any format specclass reads) with the run's model "
-                    "and its saved preprocessing; one CSV row per spectrum, with a reason for each failure.",
+                    "and its saved preprocessing; one CSV row per spectrum, with a reason for each failure. "
+                    "Without RUN, the pretrained classifier packaged with specclass is used.",
+        usage="specclass predict [options] [RUN] FILES_OR_DIRS [FILES_OR_DIRS ...]",
     )
-    r.add_argument("run", type=Path, help="run folder written by 'specclass train'")
-    r.add_argument("paths", nargs="+", type=Path, metavar="FILES_OR_DIRS", help="spectrum files or folders")
+    r.add_argument("paths", nargs="+", type=Path, metavar="[RUN] FILES_OR_DIRS",
+                   help="optional run folder written by 'specclass train' (or a model.numpy.h5 / model.onnx from "
+                        "'specclass export'), then spectrum files or folders; without a run folder the pretrained "
+                        "classifier packaged with specclass is used (see --pretrained)")
+    r.add_argument("--pretrained", choices=PRETRAINED_SCHEMES, default=PRETRAINED_DEFAULT,
+                   help=f"label scheme of the packaged classifier used when no run folder is given "
+                        f"(default {PRETRAINED_DEFAULT})")
     r.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
     r.add_argument("--format", choices=SAVE_FORMATS, default="keras", help="model file to load (default keras)")
     r.add_argument("--batch-size", type=positive_int, default=256, help="prediction batch size (default 256)")
@@ -248,14 +256,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``specclass predict``."""
     from collections import Counter
 
-    from specclass.persistence import RunFolderError, load_run
+    from specclass.inference.load import load_any_run
+    from specclass.persistence import RunFolderError
     from specclass.predict import predict_files, run_temperature
+    from specclass.pretrained import NoPretrainedError, require_pretrained, split_run_argument
 
+    args.run, args.paths = split_run_argument(args.paths)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise CLIError(f"no such file or folder: {', '.join(missing)}")
+    if not args.paths:
+        raise CLIError(f"{args.run} is the run; give the spectrum files or folders to classify after it")
+    if args.run is None:
+        try:
+            args.run = require_pretrained(args.pretrained)
+        except NoPretrainedError as exc:
+            raise CLIError(str(exc)) from None
+        print(f"no run folder given: using the pretrained {args.pretrained} classifier packaged with specclass "
+              f"({args.run}; model card: {args.run / 'MODEL_CARD.md'})")
     try:
-        run = load_run(args.run, fmt=args.format, compile=False)
+        run = load_any_run(args.run, fmt=args.format)
     except RunFolderError as exc:
         raise CLIError(str(exc)) from None
     _, how = run_temperature(run, not args.no_calibration)

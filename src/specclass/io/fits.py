@@ -40,6 +40,11 @@ Layouts (the name goes to ``meta.format``):
 ``table``
     One spectrum per table, one pixel per row (e.g. pPXF's ``NGC3522_SDSS.fits``:
     ``wavelength`` (Å), ``flux``, ``inverse_variance``, ``and_mask``).
+``desi-coadd``
+    DESI coadd files: B/R/Z arms (``X_WAVELENGTH``, ``X_FLUX``, ``X_IVAR``,
+    ``X_MASK``) and ``FIBERMAP``, several spectra per file, arms combined
+    inverse-variance weighted on their common linear Å lattice; labels from the
+    matching ``redrock-*.fits`` file (:mod:`specclass.io.desi`).
 ``table-rows``
     Several spectra in one table, one spectrum per row of array columns (e.g.
     MaStar ``WAVE``/``FLUX``/``IVAR``/``MASK``); read with :func:`read_spectra`
@@ -57,6 +62,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from specclass.io import desi
 from specclass.io.arrays import build_spectrum
 from specclass.io.errors import SpectrumReadError
 from specclass.io.native import is_exposure_extname
@@ -219,8 +225,10 @@ def detect_layout(hdul: fits.HDUList) -> str:
 
     Returns:
         One of ``'spec'``, ``'spSpec-dr7'``, ``'lamost-lrs-image'``, ``'lamost-lrs-table'``,
-        ``'iraf-1d'``, ``'table'``, ``'table-rows'``, or ``''`` when unknown.
+        ``'desi-coadd'``, ``'iraf-1d'``, ``'table'``, ``'table-rows'``, or ``''`` when unknown.
     """
+    if desi.is_desi_coadd(hdul):
+        return "desi-coadd"
     h0 = hdul[0].header
     shape = hdul[0].shape if hdul[0].header.get("NAXIS", 0) else ()
     is_lamost = "EXTEN0" in h0 or "LAMOST" in str(h0.get("DATA_V", "")).upper() or (
@@ -706,6 +714,13 @@ def _read_layout(hdul: fits.HDUList, path: str, *, nonfinite: str, row: int | No
             return [read_iraf1d_hdul(hdul, path, nonfinite=nonfinite)]
         if kind in ("table", "table-rows"):
             return read_table_hdul(hdul, path, nonfinite=nonfinite, row=row)
+        if kind == "desi-coadd":
+            return desi.read_desi_hdul(hdul, path, nonfinite=nonfinite, row=row)
+        if desi.is_redrock(hdul):
+            raise SpectrumReadError(
+                path, "is a redrock redshift catalogue (REDSHIFTS table), not spectra: it labels the "
+                      "coadd-*.fits file of the same name, which is the file to read"
+            )
         summary = ", ".join(f"{i}:{h.name or '-'}({type(h).__name__})" for i, h in enumerate(hdul))
         h0 = hdul[0].header
         if h0.get("NAXIS", 0) == 2 and "COEFF0" in h0 and "SPEC_CLN" not in h0:

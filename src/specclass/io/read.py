@@ -24,8 +24,8 @@ from specclass.io.text import Label, read_text_bytes, resolve_label
 from specclass.spectrum import Spectrum
 
 #: Values of ``fmt``.
-FORMATS = ("auto", "spec", "spSpec-dr7", "lamost-lrs-image", "lamost-lrs-table", "iraf-1d", "table",
-           "table-rows", "text")
+FORMATS = ("auto", "spec", "spSpec-dr7", "lamost-lrs-image", "lamost-lrs-table", "desi-coadd", "iraf-1d",
+           "table", "table-rows", "text")
 #: Values of ``engine``.
 ENGINES = ("auto", "native", "astropy")
 #: File-name patterns :func:`iter_spectra` picks up inside a directory.
@@ -110,7 +110,7 @@ def _read_all(
     if single and len(spectra) > 1:
         raise SpectrumReadError(
             name,
-            f"holds {len(spectra)} spectra (one per table row); use read_spectra(path) "
+            f"holds {len(spectra)} spectra (one per table row or DESI fibre); use read_spectra(path) "
             f"or read_spectrum(path, row=0..{len(spectra) - 1})",
         )
     return spectra
@@ -169,7 +169,7 @@ def read_spectra(
     nonfinite: str = "mask",
     engine: str = "auto",
 ) -> list[Spectrum]:
-    """Read every spectrum in one file (several for multi-row tables such as MaStar).
+    """Read every spectrum in one file (several for multi-row tables such as MaStar, and DESI coadds).
 
     Same arguments, return types and errors as :func:`read_spectrum`, but returns a list;
     ``meta.extra['row']`` gives each spectrum's table row where there is more than one.
