@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "mnist",
     "slurm",
+    "view",
     "demo",
 )
 
