@@ -128,7 +128,8 @@ def build_layout(data: ViewerData, *, bin_factor: int = 2) -> tuple[Any, Any]:
         TableColumn(field="pipeline", title="pipeline", width=60),
         TableColumn(field="mark", title="by eye", width=50),
     ]
-    table = DataTable(source=rows, view=CDSView(filter=filt), columns=columns, width=380, height=330,
+    tview = CDSView(filter=filt)
+    table = DataTable(source=rows, view=tview, columns=columns, width=380, height=330,
                       sortable=False, reorderable=False, index_position=None, name="table",
                       selectable=True, scroll_to_selection=True)
     prev_b = Button(label="◀ Prev", name="prev", width=90)
@@ -179,7 +180,7 @@ def build_layout(data: ViewerData, *, bin_factor: int = 2) -> tuple[Any, Any]:
         "absorption_color": ABSORPTION_COLOR, "predicted_color": PREDICTED_COLOR, "export_name": EXPORT_NAME,
     }
     controller = CustomJS(args=dict(
-        rows=rows, store=store, filt=filt, spec=spec, masked=masked, lines=line_src, probs=probs, fig=fig,
+        rows=rows, store=store, filt=filt, tview=tview, spec=spec, masked=masked, lines=line_src, probs=probs, fig=fig,
         pred=pred, pipe=pipe, agree=agree, unsure=unsure, prob=prob, source=source, search=search, count=count,
         info=info, smoothing=smoothing, z=z, mark=mark, exportb=exportb, status=status, cfg=cfg,
     ), code=_controller_code())

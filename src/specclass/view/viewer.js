@@ -1,6 +1,6 @@
 // The one controller of the specclass viewer page (see specclass/view/page.py).
 // Every widget of the page calls this CustomJS; `cb_obj.name` says which one fired.
-// Bokeh passes the page's models as the CustomJS args: rows, store, filt, spec, masked,
+// Bokeh passes the page's models as the CustomJS args: rows, store, filt, tview, spec, masked,
 // lines, probs, fig, and the widgets (pred, pipe, agree, unsure, prob, source, search,
 // count, info, smoothing, z, mark, exportb, status), plus cfg (plain data).
 "use strict";
@@ -213,16 +213,20 @@ function saveMarks() {
 function restoreMarks() {
   let marks = {};
   try { marks = JSON.parse(window.localStorage.getItem(storageKey()) || "{}"); } catch (e) { marks = {}; }
-  const col = D.mark.slice();
-  for (let i = 0; i < N; i++) if (marks[D.key[i]]) col[i] = marks[D.key[i]];
-  rows.patch({mark: col.map((v, i) => [i, v])});
+  for (let i = 0; i < N; i++) if (marks[D.key[i]]) D.mark[i] = marks[D.key[i]];
+}
+
+// A DataTable redraws when its CDSView changes (not when a column is edited in place).
+function redrawTable() {
+  tview.change.emit();
 }
 
 function setMark() {
   const i = current();
   if (i < 0) return;
   const v = mark.active == null ? "" : cfg.mark_labels[mark.active];
-  rows.patch({mark: [[i, v]]});
+  D.mark[i] = v;
+  redrawTable();
   saveMarks();
   show(i);
 }
@@ -250,7 +254,8 @@ function exportMarks() {
   status.text = `exported ${out.length - 1} mark(s) to ${esc(cfg.export_name)}`;
 }
 
-const action = cb_obj.event_name === "document_ready" ? "init" : cb_obj.name;
+// property changes pass the widget itself; button clicks an event whose origin is the button
+const action = cb_obj.event_name === "document_ready" ? "init" : (cb_obj.origin ? cb_obj.origin.name : cb_obj.name);
 switch (window.specclassViewerBusy && (action === "z" || action === "mark") ? "" : action) {
   case "": break;
   case "init": restoreMarks(); saveMarks(); applyFilters(); show(current()); break;
