@@ -121,12 +121,12 @@ def build_layout(data: ViewerData, *, bin_factor: int = 2) -> tuple[Any, Any]:
     search = TextInput(title="name or file contains", value="", name="search", width=170)
     count = Div(text="", name="count", width=360)
     columns = [
-        TableColumn(field="rank", title="#", width=35),
-        TableColumn(field="name", title="spectrum", width=150),
-        TableColumn(field="predicted", title="model", width=60),
+        TableColumn(field="rank", title="#", width=30),
+        TableColumn(field="name", title="spectrum", width=200),
+        TableColumn(field="predicted", title="model", width=55),
         TableColumn(field="probability", title="p", width=45, formatter=NumberFormatter(format="0.000")),
         TableColumn(field="pipeline", title="pipeline", width=60),
-        TableColumn(field="mark", title="by eye", width=50),
+        TableColumn(field="mark", title="by eye", width=45),
     ]
     tview = CDSView(filter=filt)
     table = DataTable(source=rows, view=tview, columns=columns, width=380, height=330,
