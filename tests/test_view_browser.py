@@ -88,12 +88,11 @@ class Page:
                    "return v.el.shadowRoot.textContent;", name)
 
     def table_rows(self) -> list[list[str]]:
-        """Cell texts of the table rows in view."""
+        """Cell texts of the table rows in view, top to bottom."""
         rows = {}
-        for cell in self.find(".slick-row"):
-            top = cell.get_attribute("style")
-            rows[int(self.d.execute_script("return arguments[0].offsetTop;", cell))] = [
-                c.text for c in cell.find_elements("css selector", ".slick-cell")] if top is not None else []
+        for r in self.find(".slick-row"):
+            top = int(self.d.execute_script("return arguments[0].offsetTop;", r))
+            rows[top] = [c.text for c in r.find_elements("css selector", ".slick-cell")]
         return [rows[k] for k in sorted(rows)]
 
     def button(self, label: str):
