@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "export",
     "mnist",
     "slurm",
+    "view",
     "demo",
 )
 

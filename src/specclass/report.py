@@ -193,12 +193,14 @@ def render_report(
     dataset: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     images: Mapping[str, str | os.PathLike] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> str:
     """Return the report page as an HTML string (see :func:`write_report`)."""
     metrics = metrics or {}
     images = images or {}
     body = [f"<h1>{_e(title)}</h1>",
             f"<p>Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by specclass.</p>"]
+    body += [f"<p class='link'>→ <a href='{_e(href)}'>{_e(text)}</a></p>" for text, href in (links or {}).items()]
     if metrics:
         body.append("<h2>Metrics</h2>" + _metrics_section(metrics))
     if metrics.get("calibration"):
@@ -241,6 +243,7 @@ def write_report(
     dataset: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     images: Mapping[str, str | os.PathLike] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a self-contained ``report.html`` atomically and return its path.
 
@@ -252,10 +255,12 @@ def write_report(
         metrics: a dict from :func:`specclass.evaluation.evaluate_predictions`
             (optionally with ``keras_accuracy``).
         images: ``{section title: PNG path}``; each PNG is embedded as base64.
+        links: ``{text: relative URL}`` shown under the title (e.g. the viewer page of
+            the misclassified spectra, written beside the report).
 
     Raises:
         ValueError: if an image is not a PNG.
         FileNotFoundError: if an image file is missing.
     """
-    text = render_report(title=title, config=config, dataset=dataset, metrics=metrics, images=images)
+    text = render_report(title=title, config=config, dataset=dataset, metrics=metrics, images=images, links=links)
     return write_text_atomic(path, text)
