@@ -155,3 +155,50 @@ def test_cli_writes_the_page_and_refuses_a_run_without_spectra(tmp_path, capsys)
     assert "is a run folder: give the spectra to classify" in capsys.readouterr().err
     assert main(["view", str(tmp_path / "missing.csv")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def _desi_predictions(desi_dir: Path, out: Path) -> tuple[Path, list]:
+    """A predictions.csv (as ``specclass predict`` writes it) for every spectrum of the DESI coadds."""
+    from specclass.io import read_spectra
+
+    rows, spectra = [], []
+    for path in sorted(desi_dir.glob("*coadd*.fits")):
+        for s in read_spectra(path):
+            m, p = s.meta, (0.6, 0.3, 0.1)
+            rows.append({"file": str(path), "row": m.extra["row"], "plate": m.plate, "mjd": m.mjd,
+                         "fiberid": m.fiberid, "targetid": m.extra.get("targetid", -1), "file_class": m.class_,
+                         "file_subclass": m.subclass, "z": m.z, "zwarning": m.zwarning, "predicted_class": "GALAXY",
+                         "probability": p[0], "uncertain": 0, **{f"p_{c}": v for c, v in zip(CLASSES, p)},
+                         "reason": ""})
+            spectra.append(s)
+    return write_predictions_csv(out, rows, [], CLASSES), spectra
+
+
+def test_desi_spectra_of_one_coadd_stay_apart_in_the_viewer(shared_data, tmp_path):
+    """Merge of issues 13 (DESI coadds: many spectra per file, TARGETID, no plate) and 15 (viewer):
+    every spectrum of the 25-spectrum QuasarNP coadd was named after the file alone, and a dataset
+    lookup by file name gave each row the same spectrum."""
+    from specclass.spectra.grid import DEFAULT_GRID, rebin
+
+    desi_dir = shared_data / "other_surveys" / "desi"
+    csv_path, spectra = _desi_predictions(desi_dir, tmp_path / "desi.csv")
+    data = from_predictions_csv(csv_path, [desi_dir])
+    names = list(data.meta["name"])
+    assert len(names) == len(spectra) == 26 and len(set(names)) == 26
+    assert "TARGETID 39633345008634465" in names and "quasarnp_test_coadd.fits [5]" in names
+    i = names.index("quasarnp_test_coadd.fits [5]")
+    fifth = next(s for s in spectra if s.meta.file.endswith("quasarnp_test_coadd.fits") and s.meta.extra["row"] == 5)
+    flux, _ = rebin(fifth, DEFAULT_GRID)
+    np.testing.assert_allclose(data.flux[i], flux, rtol=1e-6)
+
+
+def test_desi_rows_are_matched_in_a_dataset_by_targetid(shared_data, tmp_path):
+    from specclass.spectra.build import build_dataset
+
+    desi_dir = shared_data / "other_surveys" / "desi"
+    ds, _ = build_dataset(desi_dir, labels="class3")  # the labelled coadd only (one spectrum)
+    h5 = ds.save(tmp_path / "desi.h5")
+    csv_path, _ = _desi_predictions(desi_dir, tmp_path / "desi.csv")
+    data = from_predictions_csv(csv_path, [h5])
+    assert list(data.meta["name"]) == ["TARGETID 39633345008634465"]  # the unlabelled QuasarNP rows are not in it
+    np.testing.assert_allclose(data.flux[0], ds.flux[0])

@@ -25,7 +25,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -242,10 +242,22 @@ def pipeline_labels(classes: Iterable[Any], subclasses: Iterable[Any], class_nam
     return out
 
 
-def _name(plate: int, mjd: int, fiberid: int, file: str) -> str:
+def _name(plate: int, mjd: int, fiberid: int, file: str, targetid: int = -1, row: int = -1) -> str:
+    """A spectrum's name in the viewer: PLATE-MJD-FIBERID, else ``TARGETID n`` (DESI), else the
+    file name, with ``[row]`` for one spectrum of a multi-spectrum file (a DESI coadd, a MaStar
+    table), so the spectra of one file stay apart ("" when nothing is known)."""
     if plate >= 0 and mjd >= 0 and fiberid >= 0:
         return f"{plate:04d}-{mjd:05d}-{fiberid:04d}"
-    return Path(file).name if file else ""
+    if targetid >= 0:
+        return f"TARGETID {targetid}"
+    if not file:
+        return ""
+    return Path(file).name + (f" [{row}]" if row >= 0 else "")
+
+
+def _meta_ints(meta: Mapping[str, Any], key: str, n: int) -> np.ndarray:
+    """Integer column ``key`` of dataset metadata, or ``n`` times -1 (datasets made before it existed)."""
+    return np.asarray(meta[key], dtype=np.int64) if key in meta else np.full(n, -1, dtype=np.int64)
 
 
 def from_dataset(run: Any, dataset: Any, split: str | None = "test", *, calibrate: bool = True,
@@ -295,8 +307,9 @@ def from_dataset_rows(dataset: Any, proba: np.ndarray, class_names: Sequence[str
     return ViewerData(
         dataset.loglam, dataset.flux[idx], dataset.ivar[idx], np.asarray(proba)[idx], list(class_names),
         {
-            "name": [_name(int(p), int(m), int(f), str(fl)) for p, m, f, fl in
-                     zip(meta["plate"], meta["mjd"], meta["fiberid"], meta["file"])],
+            "name": [_name(int(p), int(m), int(f), str(fl), int(t), int(r)) for p, m, f, fl, t, r in
+                     zip(meta["plate"], meta["mjd"], meta["fiberid"], meta["file"],
+                         _meta_ints(meta, "targetid", len(idx)), _meta_ints(meta, "row", len(idx)))],
             "file": meta["file"],
             "pipeline": [names[k] if k >= 0 else "" for k in labels],
             "subclass": meta["subclass"],
@@ -351,9 +364,17 @@ def _num(v: Any, fill: float) -> float:
     return x if np.isfinite(x) else fill
 
 
+def _int(v: Any, fill: int = -1) -> int:
+    """``int(v)`` read exactly (a DESI TARGETID has 17 digits, beyond float64), or ``fill`` for an empty cell."""
+    try:
+        return int(str(v).strip())
+    except (TypeError, ValueError):
+        return int(_num(v, fill))
+
+
 def _row_name(r: dict[str, Any]) -> str:
     return _name(int(_num(r.get("plate"), -1)), int(_num(r.get("mjd"), -1)), int(_num(r.get("fiberid"), -1)),
-                 str(r["file"]))
+                 str(r["file"]), _int(r.get("targetid")), _int(r.get("row")))
 
 
 def _from_rows(rows: Sequence[dict[str, Any]], class_names: Sequence[str], loglam: np.ndarray, flux: np.ndarray,
@@ -404,7 +425,8 @@ def from_predictions_csv(path: str | os.PathLike, spectra: Sequence[str | os.Pat
         spectra: where the spectra are: nothing (the CSV's ``file`` column, as
             written or relative to the CSV's folder), spectrum files / folders
             (matched by file name), or one dataset file (``.h5``/``.npz``, rows
-            matched by PLATE-MJD-FIBERID, else by file name). Files are put on the
+            matched by PLATE-MJD-FIBERID or DESI TARGETID, else by file name
+            and row). Files are put on the
             default grid (:data:`specclass.spectra.grid.DEFAULT_GRID`), a dataset's
             rows stay on the dataset's grid.
         uncertain_below: threshold of the uncertain flag.
@@ -450,13 +472,18 @@ def _csv_with_dataset(rows: list[dict[str, str]], class_names: list[str], path: 
     ds = SpectralDataset.load(path)
     meta = ds.meta
     index: dict[str, int] = {}
+    targetid, table_row = _meta_ints(meta, "targetid", len(ds)), _meta_ints(meta, "row", len(ds))
     for i in range(len(ds)):
-        index.setdefault(_name(int(meta["plate"][i]), int(meta["mjd"][i]), int(meta["fiberid"][i]), ""), i)
-        index.setdefault(Path(str(meta["file"][i])).name, i)
+        file = str(meta["file"][i])
+        index.setdefault(_name(int(meta["plate"][i]), int(meta["mjd"][i]), int(meta["fiberid"][i]), "",
+                               int(targetid[i])), i)
+        # the file name identifies a spectrum only in a one-spectrum file; else the name and its [row]
+        index.setdefault(_name(-1, -1, -1, file, -1, int(table_row[i])), i)
     index.pop("", None)
     kept, rows_idx = [], []
     for r in rows:
-        i = index.get(_row_name(r), index.get(Path(r["file"]).name))
+        by_file = _name(-1, -1, -1, str(r["file"]), -1, _int(r.get("row")))
+        i = index.get(_row_name(r), index.get(by_file))
         if i is None:
             log.warning("not shown: %s: not in %s", r["file"], path)
             continue
@@ -464,6 +491,6 @@ def _csv_with_dataset(rows: list[dict[str, str]], class_names: list[str], path: 
         rows_idx.append(i)
     if not kept:
         raise ValueError(f"{path}: none of the {len(rows)} predicted spectra is in this dataset "
-                         "(matched by PLATE-MJD-FIBERID and file name)")
+                         "(matched by PLATE-MJD-FIBERID, TARGETID, and file name with row)")
     return _from_rows(kept, class_names, ds.loglam, ds.flux[rows_idx], ds.ivar[rows_idx], uncertain_below,
                       pipeline_from_file=True)
