@@ -372,3 +372,34 @@ def test_cli_strict_and_nothing_kept_in_a_real_process(tmp_path, bad_dir, sdss_d
     assert r.returncode == 1, r.stderr
     assert "no spectrum was kept" in r.stderr
     assert (tmp_path / "sky.npz.skipped.csv").exists() and not (tmp_path / "sky.npz").exists()
+
+
+def test_a_dataset_locked_by_another_process_says_so_and_how_to_proceed(tmp_path, sdss_dir, capsys):
+    # issue 12 item 7: was "not a readable specclass dataset"
+    from specclass.spectra.build import build_dataset
+    from specclass.spectra.dataset import DatasetLockedError
+
+    ds, _ = build_dataset([sdss_dir / "spectra3"], labels="class3")
+    path = ds.save(tmp_path / "ds.h5")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, h5py; f = h5py.File(sys.argv[1], 'a'); print('open', flush=True); "
+         "sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "HDF5_USE_FILE_LOCKING": "TRUE"})
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(DatasetLockedError, match="locked by another process") as info:
+            SpectralDataset.load(path)
+        assert str(path) in str(info.value) and "HDF5_USE_FILE_LOCKING=FALSE" in str(info.value)
+        assert main(["train", str(path), "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+        assert "HDF5_USE_FILE_LOCKING=FALSE" in capsys.readouterr().err
+        # what the message suggests works: the same read with locking off
+        env = {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE", "PYTHONPATH": os.pathsep.join(sys.path)}
+        code = ("import sys; from specclass.spectra.dataset import SpectralDataset; "
+                "print(len(SpectralDataset.load(sys.argv[1])))")
+        done = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert int(done.stdout.strip()) == len(ds)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,6 +237,11 @@ def test_evaluate_run_writes_everything(spectral_run):
     assert on_disk["accuracy"] == m["accuracy"] and on_disk["files"] == m["files"]
     html = (run_dir / "report-all.html").read_text()
     assert "spectral_tutorial" in html and "By ZWARNING" in html and "https://" not in html
+    if m["misclassified"]:  # the report links the viewer page of every misclassified spectrum
+        assert f"{len(m['misclassified'])} misclassified spectra</a>" in html
+        assert "href='misclassified_viewer-all.html'" in html
+        page = (run_dir / "misclassified_viewer-all.html").read_text()
+        assert all(Path(r["file"]).name in page for r in m["misclassified"])
     # a run folder without calibration.json: T = 1, the raw softmax, said so
     assert m["calibration"]["temperature"] == 1.0 and "no calibration.json" in m["calibration"]["probabilities"]
     assert "Calibration and uncertain spectra" in html

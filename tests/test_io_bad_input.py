@@ -116,9 +116,99 @@ def test_fits_that_is_gzip_and_damaged_gzip(lite: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_missing_hdu2(lite: Path, tmp_path: Path, engine: str) -> None:
+def test_missing_hdu2_reads_without_labels(lite: Path, tmp_path: Path, engine: str) -> None:
+    # issue 12 item 2: predict needs no labels, so a spec file without SPECOBJ/SPALL is read
     bad = _derive(lite, tmp_path / "no-hdu2.fits", lambda h: fits.HDUList([h[0], h[1]]))
-    _expect_error(bad, r"HDU 2 \(SPECOBJ/SPALL, the labels\) is missing", engine=engine)
+    spec = read_spectrum(bad, engine=engine)
+    with fits.open(bad) as h:
+        np.testing.assert_array_equal(spec.flux, h[1].data["flux"])
+        np.testing.assert_array_equal(spec.ivar, h[1].data["ivar"])
+    assert spec.meta.class_ == "" and spec.meta.extra["labels"] == "missing"
+    assert (spec.meta.plate, spec.meta.mjd, spec.meta.fiberid) == (266, 51602, 13)  # from the primary header
+
+
+def test_missing_hdu2_is_skipped_as_unlabelled_by_a_build(lite: Path, tmp_path: Path) -> None:
+    from specclass.spectra.build import build_dataset
+
+    bad = _derive(lite, tmp_path / "no-hdu2.fits", lambda h: fits.HDUList([h[0], h[1]]))
+    ds, report = build_dataset([bad, lite], labels="class3")
+    assert len(ds) == 1
+    assert [(Path(s.file).name, s.category) for s in report.skipped] == [("no-hdu2.fits", "no label")]
+
+
+# ---------------------------------------------------------------- issue 12: bytes after the last HDU
+
+
+@pytest.mark.parametrize("engine", ["auto", "astropy"])
+@pytest.mark.parametrize("tail", [b"\0" * 2880, b"\n\n\0x"], ids=["nul-block", "stray-bytes"])
+def test_bytes_after_the_last_hdu_are_not_truncation(lite: Path, tmp_path: Path, engine: str, tail: bytes) -> None:
+    path = tmp_path / lite.name
+    path.write_bytes(lite.read_bytes() + tail)
+    spec = read_spectrum(path, engine=engine)
+    with fits.open(path) as h:  # astropy reads it (with a warning): same arrays
+        np.testing.assert_array_equal(spec.flux, h[1].data["flux"])
+        np.testing.assert_array_equal(spec.loglam, h[1].data["loglam"])
+        assert decode_label(h[2].data["CLASS"][0]) == spec.meta.class_
+    assert spec.meta.extra["trailing_bytes"] == len(tail)
+
+
+@pytest.mark.parametrize("engine", ["auto", "astropy"])
+def test_really_truncated_is_still_truncated(lite: Path, tmp_path: Path, engine: str) -> None:
+    data = lite.read_bytes()
+    path = tmp_path / lite.name
+    path.write_bytes(data[: len(data) - 2880 - 100])  # the last HDU's data cut
+    _expect_error(path, "truncated", engine=engine)
+    path.write_bytes(data + b"XTENSION= 'BINTABLE'")  # a header that starts and stops
+    _expect_error(path, "truncated", engine=engine)
+
+
+# ---------------------------------------------------------------- issue 12: column names equal but for case
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_flux_and_FLUX_columns_are_refused(lite: Path, tmp_path: Path, engine: str) -> None:
+    def add_upper(h):
+        zeros = fits.Column(name="FLUX", format="E", array=np.zeros(len(h[1].data), "f4"))
+        h[1] = fits.BinTableHDU.from_columns(fits.ColDefs(list(h[1].columns) + [zeros]), name="COADD")
+
+    bad = _derive(lite, tmp_path / lite.name, add_upper)
+    with fits.open(bad) as h:  # astropy reads both: the file is well-formed, just ambiguous
+        assert h[1].data["flux"].any() and not h[1].data["FLUX"].any()
+    _expect_error(bad, r"columns whose names differ only in case \('flux' and 'FLUX'\)", engine=engine)
+
+
+# ---------------------------------------------------------------- issue 12: variable-length arrays
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_variable_length_array_columns_are_read(lite: Path, tmp_path: Path, engine: str) -> None:
+    def to_vla(h):
+        d = h[1].data
+        cols = [fits.Column(name=n, format=f"P{c}()", array=np.array([d[n].astype(t)], dtype=object))
+                for n, c, t in (("flux", "E", "f4"), ("loglam", "E", "f4"), ("ivar", "E", "f4"))]
+        h[1] = fits.BinTableHDU.from_columns(cols, name="COADD")
+
+    vla = _derive(lite, tmp_path / lite.name, to_vla)
+    spec = read_spectrum(vla, engine=engine)
+    with fits.open(vla) as h:
+        assert h[1].columns["flux"].format.startswith("PE")
+        np.testing.assert_array_equal(spec.flux, h[1].data["flux"][0])
+        np.testing.assert_array_equal(spec.ivar, h[1].data["ivar"][0])
+    ref = read_spectrum(lite)
+    np.testing.assert_array_equal(spec.flux, ref.flux)
+    assert spec.meta.class_ == ref.meta.class_
+
+
+def test_fixed_arrays_in_many_coadd_rows_are_refused_with_the_column(lite: Path, tmp_path: Path) -> None:
+    def to_arrays(h):
+        d = h[1].data
+        n = (len(d) // 4) * 4
+        cols = [fits.Column(name=c, format="4E", array=d[c][:n].astype("f4").reshape(-1, 4))
+                for c in ("flux", "loglam", "ivar")]
+        h[1] = fits.BinTableHDU.from_columns(cols, name="COADD")
+
+    bad = _derive(lite, tmp_path / lite.name, to_arrays)
+    _expect_error(bad, r"column 'flux' holds an array of \(4,\) values", engine="astropy")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -290,3 +380,32 @@ def test_templates_are_not_spectra(shared_data: Path) -> None:
     reasons = {Path(p).name: why for p, _, why in results}
     assert "eigenspectrum template" in reasons["spEigenGal-56436.fits"]
     assert "unrecognised FITS spectrum layout" in reasons["rrtemplate-QSO-HIZ-v1.1.fits"]
+
+
+# ---------------------------------------------------------------- issue 12 item 6: non-spectra in a folder
+
+
+def test_readme_and_notes_in_a_spectra_folder_are_left_out_with_a_reason(sdss_dir: Path, tmp_path: Path) -> None:
+    from specclass.io import find_spectrum_files
+
+    folder = tmp_path / "spectra"
+    folder.mkdir()
+    star = sorted((sdss_dir / "text_stars").glob("*.txt"))[0]
+    (folder / star.name).write_bytes(star.read_bytes())  # a real text spectrum: kept
+    (folder / "spec-0266-51602-0013.fits").write_bytes((sdss_dir / LITE).read_bytes())
+    (folder / "README.txt").write_bytes((sdss_dir / "PROVENANCE.md").read_bytes())
+    (folder / "notes.txt").write_text("plate 266 looks odd\nre-download 0013 tomorrow\n")
+    (folder / "observing_log.dat").write_text("night 1: clouds\nnight 2: clear, seeing 1.2\n")
+    (folder / "._spec-0266-51602-0013.fits").write_bytes(b"\0\5\26\7" + b"\0" * 80)  # macOS AppleDouble
+    skipped: list = []
+    files = find_spectrum_files(folder, skipped=skipped)
+    assert sorted(p.name for p in files) == sorted([star.name, "spec-0266-51602-0013.fits"])
+    assert {p.name: why for p, why in skipped} == {
+        "README.txt": "a documentation file name",
+        "notes.txt": "a documentation file name",
+        "observing_log.dat": "text without (wavelength, flux) rows",
+        "._spec-0266-51602-0013.fits": "hidden file",
+    }
+    # a file named explicitly is always read, and says why it fails
+    _expect_error(folder / "notes.txt", "not a two-column text spectrum|rows")
+    assert [r is None for _, s, r in iter_spectra(folder)] == [True, True]

@@ -181,3 +181,52 @@ def test_models_build_and_fit_under_jax_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_models_listing_agrees_with_the_registry_without_importing_keras():
+    # issue 12 item 12: `specclass models` took 10 s (a TensorFlow import) just to list names
+    import subprocess
+    import sys
+
+    from specclass.models import describe_builtin_models, list_models, model_spec
+
+    light = describe_builtin_models()
+    assert sorted(light) == list_models()
+    for name, (summary, options) in light.items():
+        spec = model_spec(name)
+        assert (summary, options) == (spec.summary, spec.options), name
+    code = ("import sys; from specclass.cli import main; rc = main(['models']); "
+            "print('heavy:', sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules)); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "spectral_resnet (default): " in out.stdout and "heavy: []" in out.stdout
+
+
+_RETRACE = r"""
+import sys
+import numpy as np
+import keras
+if sys.argv[1] == "quiet":
+    from specclass.cli import quiet_tensorflow_retracing
+    quiet_tensorflow_retracing()
+import tensorflow as tf
+x = np.random.default_rng(0).random((70, 50, 1)).astype("float32")
+for k in range(4):  # a new model each time, as demo / train + evaluate do
+    m = keras.Sequential([keras.Input((50, 1)), keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    m.predict(x, batch_size=32, verbose=0)
+    m.predict(x[:10], verbose=0)
+tf.get_logger().warning("another TensorFlow warning")
+"""
+
+
+def test_tensorflow_retracing_warning_is_dropped_and_nothing_else():
+    # issue 12 item 12: the demo printed TensorFlow's retracing warning
+    outs = {}
+    for mode in ("loud", "quiet"):
+        res = subprocess.run([sys.executable, "-c", _RETRACE, mode], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        assert res.returncode == 0, res.stderr[-2000:]
+        outs[mode] = res.stderr
+    assert "triggered tf.function retracing" in outs["loud"]  # the input reproduces it
+    assert "triggered tf.function retracing" not in outs["quiet"]
+    assert "another TensorFlow warning" in outs["quiet"]

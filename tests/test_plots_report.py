@@ -132,3 +132,52 @@ def test_report_refuses_non_png_image(tmp_path):
     with pytest.raises(ValueError, match="not a PNG"):
         report.write_report(tmp_path / "r.html", title="t", images={"x": fake})
     assert not (tmp_path / "r.html").exists()
+
+
+# ---------------------------------------------------------------- issue 12 item 12: what a new user noticed
+
+
+def test_report_has_one_confusion_matrix_section_rounded_config_and_one_path_form(tmp_path):
+    m = _metrics()
+    # as a dataset records them: relative to where the build ran, or absolute
+    files = [m["misclassified"][0]["file"], m["misclassified"][1]["file"]]
+    m["misclassified"][0]["file"] = f"../shared/data/sdss/spectra/{files[0]}"
+    m["misclassified"][1]["file"] = f"/home/user/data/{files[1]}"
+    images = {"Confusion matrix": plots.plot_confusion_matrix(
+        np.array(m["confusion_matrix"]["counts"]), m["class_names"], tmp_path / "cm.png")}
+    html = report.render_report(title="run", config={"best_score": 0.37303122878074646,
+                                                     "device": {"memory_gb": 15.623456789}},
+                                metrics=m, images=images)
+    assert html.count("<h2>Confusion matrix</h2>") == 1
+    section = html.split("<h2>Confusion matrix</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<img" in section and "true \\ predicted" in section  # the figure and the table together
+    assert "0.37303122878074646" not in html and "<code>0.373</code>" in html and "15.62" in html
+    assert f"title='../shared/data/sdss/spectra/{files[0]}'>{files[0]}</td>" in html
+    assert f"title='/home/user/data/{files[1]}'>{files[1]}</td>" in html
+    assert f">/home/user/data/{files[1]}<" not in html
+
+
+def test_epoch_ticks_are_whole_numbers():
+    fig = plots.history_figure({"loss": [1.0, 0.7], "val_loss": [1.1, 0.9]})
+    for ax in fig.axes:
+        if ax.axison:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_misclassified_spectra_mark_lines_at_the_pipeline_redshift(sdss_dir, tmp_path):
+    from specclass.io import read_spectrum
+
+    spec = read_spectrum(sdss_dir / "spectra" / "spec-0266-51602-0013.fits")  # a GALAXY at its pipeline z
+    z = spec.meta.z
+    assert 0 < z < 0.3
+    fig = plots.spectra_gallery_figure(spec.wavelength[None], spec.flux[None], ["GALAXY"], ["STAR"], [0.8],
+                                       ivar=spec.ivar[None], redshifts=[z])
+    ax = fig.axes[0]
+    labels = {t.get_text(): t.get_position()[0] for t in ax.texts}
+    assert labels["Hα"] == pytest.approx(6564.61 * (1 + z)) and "[O III]" in labels and "Na D" in labels
+    assert "Lyα" not in labels  # below the observed range at this z
+    assert f"z={z:.3f}" in ax.get_title()
+    none = plots.spectra_gallery_figure(spec.wavelength[None], spec.flux[None], ["GALAXY"], ["STAR"], [0.8],
+                                        redshifts=[float("nan")])
+    assert not none.axes[0].texts

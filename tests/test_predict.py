@@ -121,7 +121,7 @@ def test_unreadable_and_empty_spectra_get_a_reason_and_csv_is_written(tmp_path, 
     with out.open() as fh:
         table = list(csv.DictReader(fh))
     class_names = persistence.load_preprocessor(run_dir).class_names
-    assert list(table[0]) == ["file", "row", "plate", "mjd", "fiberid", "file_class", "file_subclass", "z",
+    assert list(table[0]) == ["file", "row", "plate", "mjd", "fiberid", "targetid", "file_class", "file_subclass", "z",
                               "zwarning", "predicted_class", "probability", "uncertain",
                               *[f"p_{c}" for c in class_names], "reason"]
     assert len(table) == 5
@@ -194,3 +194,106 @@ def test_a_file_named_and_inside_a_given_folder_is_classified_once(tmp_path, run
     rows, failures = predict_files(run_dir, [first, folder])
     assert not failures
     assert [Path(r["file"]).name for r in rows] == [first.name, sorted(folder.iterdir())[1].name]
+
+
+def test_an_absurd_flux_does_not_change_the_prediction(tmp_path, run_dir, sdss_dir):
+    # issue 12 item 1: flux 1e30 with a finite, positive ivar flipped the class (GALAXY 0.75 -> 1.00)
+    from astropy.io import fits
+
+    src = sdss_dir / "spectra" / "spec-0266-51602-0013.fits"
+    bad = tmp_path / src.name
+    with fits.open(src) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    hdul[1].data["flux"][1500] = 1e30
+    assert hdul[1].data["ivar"][1500] > 0
+    hdul.writeto(bad)
+    class_names = persistence.load_preprocessor(run_dir).class_names
+    (clean,), _ = predict_files(run_dir, [src])
+    (spiked,), _ = predict_files(run_dir, [bad])
+    assert spiked["predicted_class"] == clean["predicted_class"]
+    np.testing.assert_allclose(_probs(spiked, class_names), _probs(clean, class_names), atol=0.01)
+    # the same run without outlier masking is what users got before
+    other = tmp_path / "no-mask"
+    other.mkdir()
+    for name in ("model.keras", "config.json"):
+        (other / name).write_bytes((run_dir / name).read_bytes())
+    d = json.loads((run_dir / "preprocessing.json").read_text())
+    d["mask_outliers"] = False
+    (other / "preprocessing.json").write_text(json.dumps(d))
+    (before,), _ = predict_files(other, [bad])
+    assert np.abs(_probs(before, class_names) - _probs(clean, class_names)).max() > 0.05
+
+
+def test_cli_predict_exits_non_zero_when_nothing_is_classified(tmp_path, run_dir, sdss_dir, capsys):
+    # issue 12 item 6: a folder without spectra, or where every file fails, exited 0 ("classified 0 spectra")
+    from specclass.cli import main
+
+    src = sdss_dir / "spectra" / "spec-0266-51602-0013.fits"
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / src.name).write_bytes(src.read_bytes())
+    (good / "README.txt").write_bytes((sdss_dir / "PROVENANCE.md").read_bytes())
+    assert main(["predict", str(run_dir), str(good), "--out", str(tmp_path / "a.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "classified 1 spectra" in out and "left out 1 file(s) in the folders that are not spectra (README.txt)" in out
+    assert "README" not in (tmp_path / "a.csv").read_text()  # not a failure row either
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "README.txt").write_bytes((sdss_dir / "PROVENANCE.md").read_bytes())
+    assert main(["predict", str(run_dir), str(docs), "--out", str(tmp_path / "b.csv")]) == 2
+    captured = capsys.readouterr()
+    assert "uncertain" not in captured.out
+    assert (f"specclass predict: error: nothing classified: no spectrum file found in {docs}; "
+            "1 non-spectrum file(s) left out") in captured.err
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / src.name).write_bytes(src.read_bytes()[:50000])  # cut in the COADD data
+    assert main(["predict", str(run_dir), str(broken), "--out", str(tmp_path / "c.csv")]) == 2
+    captured = capsys.readouterr()
+    assert "truncated" in captured.out and "uncertain" not in captured.out
+    assert "specclass predict: error: nothing classified: all 1 spectrum file(s) failed (reasons above)" in captured.err
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_a_truncated_model_file_is_one_clear_message(tmp_path, run_dir, real_ds, inputs, capsys):
+    # issue 12 item 8: predict ended in a traceback ("File not found" for a file that exists)
+    from specclass.cli import main
+
+    run = _copy_run(run_dir, tmp_path / "run")
+    data = (run / "model.keras").read_bytes()
+    (run / "model.keras").write_bytes(data[: len(data) // 2])
+    ds = real_ds.save(tmp_path / "ds.h5")
+    spectrum = str(inputs[0])
+    for argv in (["predict", str(run), spectrum, "--out", str(tmp_path / "p.csv")],
+                 ["evaluate", str(run), str(ds)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err  # one line, no traceback
+        assert f"{run / 'model.keras'}: the model file is truncated or damaged ({len(data) // 2} bytes" in err
+        assert "--format h5" in err  # the run folder also holds model.h5
+    assert main(["predict", str(run), spectrum, "--out", str(tmp_path / "p.csv"), "--format", "h5"]) == 0
+
+
+def test_a_model_with_a_lambda_layer_is_one_clear_message(tmp_path, real_ds, inputs, capsys):
+    from specclass.cli import main
+
+    pre = Preprocessor.from_dataset(real_ds)
+    inp = keras.Input((pre.input_length, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inp)  # Python code inside the model file
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    model = keras.Model(inp, keras.layers.Dense(len(pre.class_names), activation="softmax")(x))
+    run = tmp_path / "run"
+    persistence.save_run(run, model, pre, {"model": "custom"}, formats=["keras"])
+    assert main(["predict", str(run), str(inputs[0]), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{run / 'model.keras'}: the model holds a Lambda layer (arbitrary Python code)" in err

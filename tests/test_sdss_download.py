@@ -80,10 +80,41 @@ def test_html_page_with_status_200(sas, net_config, tmp_path):
     report = download_catalog(rows, tmp_path, net_config, progress=False)
     bad = report.failed
     assert [b.object for b in bad] == [k]
-    assert "server sent an HTML page, not FITS ('SAS maintenance')" in bad[0].reason
-    assert sas.count(k) == 1  # not retried
+    assert bad[0].reason == "server sent an HTML page, not FITS ('SAS maintenance') (gave up after 3 attempts)"
+    assert sas.count(k) == 3  # retried like a 503 (issue 12 item 11)
     assert not (tmp_path / f"spec-{k}.fits").exists()
     assert f"FAILED {k}: server sent an HTML page" in report.summary()
+
+
+def test_a_maintenance_page_that_goes_away_is_retried(sas, net_config, tmp_path, sdss_dir):
+    # issue 12 item 11: an HTML answer with status 200 is a transient state of real servers
+    rows = _catalog(sas, 2)
+    k = _keys(rows)[1]
+    sas.faults[k] = ("html", 1)
+    report = download_catalog(rows, tmp_path, net_config, progress=False)
+    assert all(r.ok for r in report.results) and report.results[1].attempts == 2 and sas.count(k) == 2
+    src = Path(next(r["file"] for r in sas.rows if key_of(r) == k))
+    assert (tmp_path / f"spec-{k}.fits").read_bytes() == src.read_bytes()
+
+
+def test_failure_reasons_have_no_empty_or_unbalanced_parentheses(sas, net_config, tmp_path):
+    import dataclasses
+    import socket
+
+    from specclass.sdss.download import _detail
+
+    assert _detail("") == "" and _detail("  ") == ""
+    assert _detail("HTTPSConnectionPool(host='x', port=443): Max retries (Caused by NewConn") == (
+        " (HTTPSConnectionPool(host='x', port=443): Max retries (Caused by NewConn))")
+    assert _detail("a) b (c") == " (a b (c))"
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = dataclasses.replace(net_config, sas_url=f"http://127.0.0.1:{port}/sas", retries=0)
+    report = download_catalog(_catalog(sas, 1), tmp_path, cfg, progress=False)
+    (bad,) = report.failed
+    assert bad.reason.startswith("connection error (") and "()" not in bad.reason
+    assert bad.reason.count("(") == bad.reason.count(")")
 
 
 def test_body_cut_short_is_retried_then_reported(sas, net_config, tmp_path):

@@ -171,11 +171,20 @@ def test_catalog_roundtrip(sky, net_config, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["cat.csv"]  # no temp file left
 
 
-def test_read_catalog_errors_name_file_and_line(tmp_path):
+def test_read_catalog_errors_name_file_and_row(tmp_path):
+    # issue 12 item 11: one counting convention (data rows from 1), as SkyServer and download errors
     bad = tmp_path / "bad.csv"
-    bad.write_text("plate,mjd,fiberid,run2d\n266,51602,1,26\n266,51602,x,26\n")
-    with pytest.raises(ValueError, match=r"bad.csv: line 3: fiberid 'x'"):
+    bad.write_text("#Table1\nplate,mjd,fiberid,run2d\n266,51602,1,26\n\n266,51602,x,26\n")
+    with pytest.raises(ValueError, match=r"bad.csv: row 2: fiberid 'x'"):
         read_catalog(bad)
+    bad.write_text("plate,mjd,fiberid,run2d\n266,51602,1,26\n266,51602\n")
+    with pytest.raises(ValueError, match=r"bad.csv: row 2 has 2 fields, header has 4"):
+        read_catalog(bad)
+    from specclass.sdss.download import make_tasks
+
+    _, failed = make_tasks([{"plate": 266, "mjd": 51602, "fiberid": 1, "run2d": "26"},
+                            {"plate": 266, "mjd": 51602, "fiberid": "x", "run2d": "26"}], tmp_path, 17, True, None)
+    assert failed[0].object == "row 2"
     bad.write_text("plate,mjd\n266,51602\n")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['fiberid', 'run2d'\]"):
         read_catalog(bad)

@@ -28,10 +28,34 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dataset",
     "simulate",
     "train",
+    "export",
     "mnist",
     "slurm",
+    "view",
     "demo",
 )
+
+
+class _DropRetracingWarning(logging.Filter):
+    """Drop TensorFlow's "N out of the last M calls to <...one_step_on_data...> triggered
+    tf.function retracing" warning.
+
+    Keras traces its predict/train step once per model and input shape; TensorFlow
+    counts those traces across models (same Python function) and warns after five, so
+    every run that builds or loads several models (``demo``, ``train`` with
+    calibration and evaluation, cross-validation) printed it, though nothing is traced
+    more than needed. Other TensorFlow warnings are kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_tensorflow_retracing() -> None:
+    """Install :class:`_DropRetracingWarning` on the ``tensorflow`` logger (no TensorFlow import)."""
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _DropRetracingWarning) for f in logger.filters):
+        logger.addFilter(_DropRetracingWarning())
 
 
 class CLIError(Exception):
@@ -64,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    quiet_tensorflow_retracing()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -261,6 +261,7 @@ OUTPUT_FILES = {
     "confusion_matrix": "confusion_matrix.png",
     "curves": "curves.png",
     "misclassified_spectra": "misclassified_spectra.png",
+    "misclassified_viewer": "misclassified_viewer.html",
     "report": "report.html",
 }
 
@@ -340,7 +341,9 @@ def evaluate_run(
     ``flux``/``ivar``, predicts, scores with :func:`evaluate_predictions` and writes
     into ``run_dir``: ``metrics.json``, ``misclassified.csv``,
     ``confusion_matrix.png``, ``curves.png`` (when the run has a history),
-    ``misclassified_spectra.png`` (when anything is misclassified) and
+    ``misclassified_spectra.png`` and ``misclassified_viewer.html`` (the
+    :mod:`specclass.view` page of every misclassified spectrum, linked from the
+    report; both when anything is misclassified) and
     ``report.html`` -- these names for the test split; another split writes
     ``metrics-SPLIT.json``, ``report-SPLIT.html``, ... (:func:`output_names`) and
     leaves the test files alone.
@@ -440,10 +443,19 @@ def evaluate_run(
             ivar=data.ivar[wrong],
             sources=np.asarray(data.meta["source"])[wrong] if "source" in data.meta else None,
             formats=np.asarray(data.meta["format"])[wrong] if "format" in data.meta else None,
+            redshifts=np.asarray(data.meta["z"], dtype=float)[wrong] if "z" in data.meta else None,
         )
         roles["Misclassified spectra"] = "misclassified_spectra"
     for key, p in images.items():
         files[roles[key]] = str(p)  # confusion_matrix, curves, misclassified_spectra
+    links = {}
+    if metrics["misclassified"]:
+        viewer = _write_misclassified_viewer(run_dir / names["misclassified_viewer"], data, proba, class_names,
+                                             [row["index"] for row in metrics["misclassified"]], uncertain_below,
+                                             f"misclassified spectra of run '{run_dir.name}' ({split} split)")
+        if viewer is not None:
+            files["misclassified_viewer"] = str(viewer)
+            links[f"Interactive viewer of the {len(metrics['misclassified'])} misclassified spectra"] = viewer.name
     config = dict(run.config)
     if isinstance(config.get("best_epoch"), int):  # config.json counts from 0; Keras' log and the curves from 1
         config["best_epoch"] = f"{config['best_epoch'] + 1} (counted from 1 as in the training log)"
@@ -455,11 +467,25 @@ def evaluate_run(
             dataset=metrics["dataset"],
             metrics=metrics,
             images=images,
+            links=links,
         )
     )
     metrics["files"] = files
     write_metrics_json(metrics, run_dir / names["metrics"])
     return metrics
+
+
+def _write_misclassified_viewer(path: Path, data: Any, proba: np.ndarray, class_names: Sequence[str],
+                                index: Sequence[int], uncertain_below: float, title: str) -> Path | None:
+    """Write the :mod:`specclass.view` page of the rows ``index``; None (logged) without bokeh."""
+    try:
+        from specclass.view import write_viewer
+        from specclass.view.data import from_dataset_rows
+    except ImportError as exc:  # bokeh missing: the report still works, without the link
+        log.warning("no viewer page of the misclassified spectra: %s", exc)
+        return None
+    view = from_dataset_rows(data, proba, class_names, index, uncertain_below=uncertain_below, title=title)
+    return write_viewer(path, view)
 
 
 def _spectrum_title(row: Mapping[str, Any]) -> str:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -227,7 +228,9 @@ def load_model(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool 
 
     Raises:
         ValueError: unknown ``fmt``.
-        RunFolderError: the file(s) for ``fmt`` are missing (says which formats exist).
+        RunFolderError: the file(s) for ``fmt`` are missing (says which formats exist), truncated or
+            damaged, hold a Lambda layer (refused in safe mode), or Keras cannot load them; one line
+            naming the file and the reason.
     """
     import keras
 
@@ -242,16 +245,46 @@ def load_model(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool 
         raise RunFolderError(
             f"{missing[0]}: missing, so the run cannot be loaded as {fmt!r}; formats present: {have or 'none'}"
         )
-    if fmt == "json":
-        config = json.loads(needed[0].read_text(encoding="utf-8"))
-        # Architecture only: without this, Keras compiles the rebuilt model with a
-        # default RMSprop and then fails to match the saved (e.g. AdamW) optimizer
-        # variables inside model.weights.h5.
-        config.pop("compile_config", None)
-        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
-        model.load_weights(needed[1])
-        return model
-    return keras.saving.load_model(needed[0], compile=compile, safe_mode=True)
+    if fmt == "keras" and not zipfile.is_zipfile(needed[0]):
+        raise RunFolderError(_damaged(run_dir, needed[0], fmt, "a .keras file is a zip archive, this one is not whole"))
+    try:
+        if fmt == "json":
+            config = json.loads(needed[0].read_text(encoding="utf-8"))
+            # Architecture only: without this, Keras compiles the rebuilt model with a
+            # default RMSprop and then fails to match the saved (e.g. AdamW) optimizer
+            # variables inside model.weights.h5.
+            config.pop("compile_config", None)
+            model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+            model.load_weights(needed[1])
+            return model
+        return keras.saving.load_model(needed[0], compile=compile, safe_mode=True)
+    except Exception as exc:  # Keras/h5py/zipfile raise ValueError, OSError, KeyError, BadZipFile ...
+        text = str(exc).strip()
+        if "Lambda" in text and "safe_mode" in text:
+            raise RunFolderError(
+                f"{needed[0]}: the model holds a Lambda layer (arbitrary Python code), which Keras refuses to "
+                "load in safe mode, and specclass loads run folders only in safe mode; retrain with a registered "
+                "model ('specclass models') or one without Lambda layers"
+            ) from None
+        if "truncated" in text or isinstance(exc, (zipfile.BadZipFile, EOFError, json.JSONDecodeError)):
+            raise RunFolderError(_damaged(run_dir, needed[0], fmt, _first_line(text))) from None
+        raise RunFolderError(
+            f"{needed[0]}: Keras cannot load this model ({type(exc).__name__}: {_first_line(text)})"
+        ) from None
+
+
+def _first_line(text: str) -> str:
+    return (text.splitlines() or [""])[0][:200]
+
+
+def _damaged(run_dir: Path, path: Path, fmt: str, detail: str) -> str:
+    """Message for a model file that is cut short or damaged, naming the other formats present."""
+    others = [f for f in SAVE_FORMATS
+              if f != fmt and all((run_dir / n).is_file() for n in _as_tuple(MODEL_FILES[f]))]
+    size = path.stat().st_size if path.is_file() else 0
+    hint = f"load another format present in the run folder (--format {others[0]}), " if others else ""
+    return (f"{path}: the model file is truncated or damaged ({size} bytes; {detail}); an interrupted copy or "
+            f"save? Copy it again, {hint}or retrain")
 
 
 def _as_tuple(x: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from specclass.atomic import write_atomic
 
@@ -145,6 +146,7 @@ def history_figure(
         if best_epoch is not None:
             ax.axvline(best_epoch, color="0.35", ls="--", lw=1, label=f"best epoch {best_epoch}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
@@ -204,6 +206,43 @@ def plot_confusion_matrix(
     return save_figure(fig, path)
 
 
+#: Main emission (``em``) and absorption (``abs``) lines marked on spectra at their redshift:
+#: (name, rest vacuum wavelength in Å, kind). Wavelengths from the SDSS spectroscopic line
+#: list (https://classic.sdss.org/dr6/algorithms/linestable.html, vacuum); doublets that
+#: SDSS does not resolve well at this scale are drawn once ([O II] 3727/3730 as 3728.5).
+SPECTRAL_LINES: tuple[tuple[str, float, str], ...] = (
+    ("Lyα", 1215.67, "em"), ("C IV", 1549.48, "em"), ("C III]", 1908.73, "em"), ("Mg II", 2799.12, "em"),
+    ("[O II]", 3728.48, "em"), ("K", 3934.78, "abs"), ("H", 3969.59, "abs"), ("Hδ", 4102.89, "em"),
+    ("G", 4305.61, "abs"), ("Hγ", 4341.68, "em"), ("Hβ", 4862.68, "em"), ("[O III]", 5008.24, "em"),
+    ("Mg b", 5176.7, "abs"), ("Na D", 5895.6, "abs"), ("Hα", 6564.61, "em"), ("[S II]", 6718.29, "em"),
+)
+
+
+def mark_lines(ax, z: float, wave_min: float, wave_max: float) -> int:
+    """Draw :data:`SPECTRAL_LINES` at redshift ``z`` (observed ``λ = λ_rest (1 + z)``) on ``ax``.
+
+    Emission lines are blue dashed, absorption lines red dotted, each labelled at the
+    top of the panel; lines outside ``[wave_min, wave_max]`` (Å) are skipped, and
+    nothing is drawn for a NaN or negative ``z``.
+
+    Returns:
+        The number of lines drawn.
+    """
+    if not np.isfinite(z) or z < -0.01:
+        return 0
+    n = 0
+    for name, rest, kind in SPECTRAL_LINES:
+        obs = rest * (1.0 + z)
+        if not wave_min <= obs <= wave_max:
+            continue
+        color, style = ("tab:blue", "--") if kind == "em" else ("tab:red", ":")
+        ax.axvline(obs, color=color, ls=style, lw=0.6, alpha=0.7)
+        ax.text(obs, 0.98, name, transform=ax.get_xaxis_transform(), rotation=90, ha="right", va="top",
+                fontsize=5, color=color)
+        n += 1
+    return n
+
+
 def plot_spectra_gallery(
     wavelength: np.ndarray,
     flux: np.ndarray,
@@ -216,6 +255,7 @@ def plot_spectra_gallery(
     ncols: int = 3,
     sources: Sequence[str] | None = None,
     formats: Sequence[str] | None = None,
+    redshifts: Sequence[float] | None = None,
 ) -> Path:
     """Write :func:`spectra_gallery_figure` as a PNG to ``path`` and return ``path``.
 
@@ -223,7 +263,7 @@ def plot_spectra_gallery(
     """
     return save_figure(
         spectra_gallery_figure(wavelength, flux, true_labels, predicted_labels, probabilities, titles=titles,
-                               ivar=ivar, ncols=ncols, sources=sources, formats=formats),
+                               ivar=ivar, ncols=ncols, sources=sources, formats=formats, redshifts=redshifts),
         path,
     )
 
@@ -239,6 +279,7 @@ def spectra_gallery_figure(
     ncols: int = 3,
     sources: Sequence[str] | None = None,
     formats: Sequence[str] | None = None,
+    redshifts: Sequence[float] | None = None,
 ):
     """A grid of spectra (e.g. the misclassified ones) with true / predicted labels.
 
@@ -262,6 +303,8 @@ def spectra_gallery_figure(
             'simulated', 'other-survey'). Without ``sources`` and ``formats`` every
             panel is labelled in SDSS units.
         formats: optional ``K`` values of ``meta['format']`` (reader layout).
+        redshifts: optional ``K`` pipeline redshifts (``meta['z']``); the main emission
+            and absorption lines are marked there (:func:`mark_lines`; none for NaN).
 
     Returns:
         :class:`matplotlib.figure.Figure`, one axes per panel (row-major; unused
@@ -279,7 +322,7 @@ def spectra_gallery_figure(
             f"{k} spectra but {len(true_labels)} true labels, {len(predicted_labels)} predicted labels "
             f"and {len(probabilities)} probabilities"
         )
-    for name, values in (("sources", sources), ("formats", formats)):
+    for name, values in (("sources", sources), ("formats", formats), ("redshifts", redshifts)):
         if values is not None and len(values) != k:
             raise ValueError(f"{k} spectra but {len(values)} {name}")
     wavelength = np.asarray(wavelength, dtype=float)
@@ -297,8 +340,12 @@ def spectra_gallery_figure(
             f[np.asarray(ivar[i]) <= 0] = np.nan
         ax.plot(waves[i], f, lw=0.5, color="k")
         head = f"{titles[i]}\n" if titles is not None else ""
-        ax.set_title(f"{head}true {true_labels[i]} → predicted {predicted_labels[i]} (p={probabilities[i]:.2f})",
-                     fontsize=8)
+        at_z = ""
+        if redshifts is not None and np.isfinite(float(redshifts[i])):
+            mark_lines(ax, float(redshifts[i]), float(np.nanmin(waves[i])), float(np.nanmax(waves[i])))
+            at_z = f", z={float(redshifts[i]):.3f}"
+        ax.set_title(f"{head}true {true_labels[i]} → predicted {predicted_labels[i]} "
+                     f"(p={probabilities[i]:.2f}{at_z})", fontsize=8)
         ax.set_xlabel("wavelength [Å]", fontsize=8)
         ax.set_ylabel(flux_axis_label("" if sources is None else sources[i], "" if formats is None else formats[i]),
                       fontsize=7)

@@ -6,12 +6,14 @@ row in a dataset built on that grid get the same probabilities.
 
 Output rows (dicts; :func:`write_predictions_csv` writes them in this column order)::
 
-    file, row, plate, mjd, fiberid, file_class, file_subclass, z, zwarning,
+    file, row, plate, mjd, fiberid, targetid, file_class, file_subclass, z, zwarning,
     predicted_class, probability, uncertain, p_<CLASS> (one per class), reason
 
 ``file_class``/``file_subclass`` are the labels the file itself carries (or the
-dataset row's class); ``probability`` is that of ``predicted_class``; ``reason`` is
-empty for a classified spectrum and says why for one that could not be (unreadable
+dataset row's class); ``targetid`` is the survey's own id where plate/mjd/fiberid do
+not apply (DESI ``TARGETID``), with ``row`` the spectrum's index in a multi-spectrum
+file; ``probability`` is that of ``predicted_class``; ``reason`` is empty
+for a classified spectrum and says why for one that could not be (unreadable
 file, no good pixel on the model's grid).
 
 Probabilities are **calibrated** by default: when the run folder has
@@ -54,11 +56,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-BASE_COLUMNS = ("file", "row", "plate", "mjd", "fiberid", "file_class", "file_subclass", "z", "zwarning",
+BASE_COLUMNS = ("file", "row", "plate", "mjd", "fiberid", "targetid", "file_class", "file_subclass", "z", "zwarning",
                 "predicted_class", "probability", "uncertain")
 
 #: Integer columns whose negative value means "unknown" (written as an empty CSV cell).
-_UNKNOWN_IF_NEGATIVE = ("plate", "mjd", "fiberid", "zwarning")
+_UNKNOWN_IF_NEGATIVE = ("plate", "mjd", "fiberid", "targetid", "zwarning")
 
 _said_uncalibrated: set[str] = set()
 
@@ -151,6 +153,7 @@ def predict_files(
     chunk: int = 2048,
     calibrate: bool = True,
     uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify spectrum files with a run folder.
 
@@ -170,6 +173,9 @@ def predict_files(
             without one); False: the network's raw softmax.
         uncertain_below: rows whose top probability is below this get
             ``uncertain = 1`` (in ``[0, 1]``; 0 flags nothing).
+        skipped: if a list, receives ``(path, why)`` for each file in the folders
+            that is obviously not a spectrum (``README.txt``, notes; see
+            :func:`specclass.io.read.not_a_spectrum`); such files are never read.
 
     Returns:
         ``(rows, failures)``: one dict per spectrum classified (see module
@@ -187,7 +193,7 @@ def predict_files(
     temperature, _ = run_temperature(run, calibrate)
     # a file named and also inside a given folder is classified once
     unique: dict[Path, Path] = {}
-    for f in find_spectrum_files(paths_or_dirs):
+    for f in find_spectrum_files(paths_or_dirs, skipped=skipped):
         unique.setdefault(f.resolve(), f)
     files = list(unique.values())
     metas: list[dict[str, Any]] = []
@@ -214,15 +220,17 @@ def predict_files(
         if spectrum is None:
             failures.append({"file": path, "reason": reason or "unreadable"})
             continue
+        row_no = spectrum.meta.extra.get("row")
+        which = f"spectrum {row_no}: " if row_no is not None else ""  # one of several in the file
         try:
             flux, ivar = pre.grid_spectrum(spectrum)
         except ValueError as exc:
-            failures.append({"file": path, "reason": f"cannot be put on the model's grid: {exc}"})
+            failures.append({"file": path, "reason": f"{which}cannot be put on the model's grid: {exc}"})
             continue
         n_good = int(np.count_nonzero(ivar > 0))
         if n_good < min_good_pixels:
             lo, hi = 10 ** pre.loglam[0], 10 ** pre.loglam[-1]
-            failures.append({"file": path, "reason": f"{n_good} good pixels on the model's grid "
+            failures.append({"file": path, "reason": f"{which}{n_good} good pixels on the model's grid "
                              f"({lo:.0f}-{hi:.0f} Å); needs {min_good_pixels}"})
             continue
         m = spectrum.meta
@@ -232,6 +240,7 @@ def predict_files(
             "plate": m.plate,
             "mjd": m.mjd,
             "fiberid": m.fiberid,
+            "targetid": m.extra.get("targetid", -1),
             "file_class": m.class_,
             "file_subclass": m.subclass,
             "z": m.z,
@@ -301,6 +310,7 @@ def predict_dataset(
             "plate": int(meta["plate"][i]),
             "mjd": int(meta["mjd"][i]),
             "fiberid": int(meta["fiberid"][i]),
+            "targetid": int(meta["targetid"][i]) if "targetid" in meta else -1,
             "file_class": dataset.class_names[label] if label >= 0 else "",
             "file_subclass": str(meta["subclass"][i]),
             "z": float(meta["z"][i]),

@@ -24,6 +24,8 @@ from specclass.evaluation import write_text_atomic
 
 #: Rows of the misclassified table shown in the page (the CSV has all of them).
 MAX_TABLE_ROWS = 200
+#: Title of the confusion-matrix section (an image of that name gets the table under it).
+CONFUSION_TITLE = "Confusion matrix"
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;
@@ -61,9 +63,21 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return _e(value)
 
 
+def _rounded(value: Any, digits: int = 4) -> Any:
+    """``value`` with every float (also inside dicts/lists) cut to ``digits`` significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}") if value == value and abs(value) != float("inf") else value
+    if isinstance(value, Mapping):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v, digits) for v in value]
+    return value
+
+
 def _kv_table(items: Mapping[str, Any]) -> str:
     rows = []
     for key, value in items.items():
+        value = _rounded(value)  # a best score of 0.37303122878074646 reads as 0.373
         if isinstance(value, (dict, list)):
             value = json.dumps(value, default=str)
         elif value is None:
@@ -149,11 +163,20 @@ def _misclassified_table(rows: list[Mapping[str, Any]]) -> str:
         return "<p>No misclassified examples.</p>"
     has_ids = any(r.get("plate", -1) >= 0 or r.get("file") for r in rows)
     cols = ["index"] + (["file", "plate", "mjd", "fiberid"] if has_ids else []) + ["true", "predicted", "probability"]
-    out = ["<table><tr>" + "".join(f"<th class='l'>{_e(c)}</th>" for c in cols) + "</tr>"]
+    out = []
+    if has_ids:
+        # a dataset records each file as given to the build (relative to where it ran, or absolute):
+        # show one form, the file name, and keep the recorded path as a tooltip and in the CSV
+        out.append("<p>file: the spectrum's file name; hover for the path recorded when the dataset was built "
+                   "(misclassified.csv has it too).</p>")
+    out.append("<table><tr>" + "".join(f"<th class='l'>{_e(c)}</th>" for c in cols) + "</tr>")
     for r in rows[:MAX_TABLE_ROWS]:
         cells = []
         for c in cols:
             v = r.get(c, "")
+            if c == "file" and v:
+                cells.append(f"<td class='l' title='{_e(v)}'>{_e(Path(str(v)).name)}</td>")
+                continue
             cells.append(f"<td class='l'>{_fmt(v, 3)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
@@ -170,20 +193,25 @@ def render_report(
     dataset: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     images: Mapping[str, str | os.PathLike] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> str:
     """Return the report page as an HTML string (see :func:`write_report`)."""
     metrics = metrics or {}
     images = images or {}
     body = [f"<h1>{_e(title)}</h1>",
             f"<p>Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by specclass.</p>"]
+    body += [f"<p class='link'>→ <a href='{_e(href)}'>{_e(text)}</a></p>" for text, href in (links or {}).items()]
     if metrics:
         body.append("<h2>Metrics</h2>" + _metrics_section(metrics))
     if metrics.get("calibration"):
         body.append("<h2>Calibration and uncertain spectra</h2>" + _calibration_section(metrics["calibration"]))
-    if "confusion_matrix" in metrics:
-        body.append("<h2>Confusion matrix</h2>" + _confusion_table(metrics["confusion_matrix"]))
+    # one "Confusion matrix" section: the figure (when there is one) and the table under it
+    cm_table = _confusion_table(metrics["confusion_matrix"]) if "confusion_matrix" in metrics else ""
+    if cm_table and CONFUSION_TITLE not in images:
+        body.append(f"<h2>{CONFUSION_TITLE}</h2>" + cm_table)
     for name, path in images.items():
-        body.append(f"<h2>{_e(name)}</h2><img alt='{_e(name)}' src='{image_data_uri(path)}'>")
+        extra = cm_table if name == CONFUSION_TITLE else ""
+        body.append(f"<h2>{_e(name)}</h2><img alt='{_e(name)}' src='{image_data_uri(path)}'>{extra}")
     if metrics.get("by_zwarning"):
         z = dict(metrics["by_zwarning"])
         per_bit = z.pop("per_bit", {}) or {}
@@ -215,6 +243,7 @@ def write_report(
     dataset: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     images: Mapping[str, str | os.PathLike] | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a self-contained ``report.html`` atomically and return its path.
 
@@ -226,10 +255,12 @@ def write_report(
         metrics: a dict from :func:`specclass.evaluation.evaluate_predictions`
             (optionally with ``keras_accuracy``).
         images: ``{section title: PNG path}``; each PNG is embedded as base64.
+        links: ``{text: relative URL}`` shown under the title (e.g. the viewer page of
+            the misclassified spectra, written beside the report).
 
     Raises:
         ValueError: if an image is not a PNG.
         FileNotFoundError: if an image file is missing.
     """
-    text = render_report(title=title, config=config, dataset=dataset, metrics=metrics, images=images)
+    text = render_report(title=title, config=config, dataset=dataset, metrics=metrics, images=images, links=links)
     return write_text_atomic(path, text)

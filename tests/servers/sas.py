@@ -10,6 +10,7 @@ Failure modes are switched per object key ('PLATE-MJD-FIBER') or for every file 
 =================  ==========================================================
 ``("503", n)``     answer 503 (Retry-After: 0) n times, then the file
 ``"html"``         a maintenance HTML page with status 200
+``("html", n)``    that page n times, then the file (a maintenance window that ends)
 ``"short"``        full Content-Length, but only half the body, then close
 ``("slow", s)``    wait s seconds before answering (past the client's timeout)
 ``"404"``          404 Not Found
@@ -113,6 +114,13 @@ class SASServer(LoopbackServer):
                 return
         if kind == "slow":
             time.sleep(fault[1])
+        if kind == "html" and isinstance(fault, tuple):
+            with self._lock:
+                left = fault[1]
+                if left > 0:
+                    self.faults[key if key in self.faults else "*"] = ("html", left - 1)
+            if left <= 0:
+                kind = None
         if kind == "html":
             h.send_response(200)
             h.send_header("Content-Type", "text/html; charset=utf-8")

@@ -20,6 +20,7 @@ command line, its exit status and its stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -291,6 +292,34 @@ exit "$status"
 """
 
 
+def batch_signal(signal: str | None, srun: bool = False) -> tuple[str | None, str | None]:
+    """The ``--signal`` value that reaches the command of a rendered script, and a note if it was changed.
+
+    sbatch(1), ``--signal``: "By default all job steps will be signaled, but not the
+    batch shell itself"; ``B:`` signals only the batch shell. A rendered script runs
+    its command in the batch shell (no job step) unless ``srun`` is set, so
+    ``USR1@60`` would reach nothing: it is changed to ``B:USR1@60`` (the shell's trap
+    forwards it). With ``srun`` the command is a job step and gets it as given.
+
+    Returns:
+        ``(value, note)``: ``note`` is ``None`` when ``signal`` is kept as given.
+    """
+    if signal is None or srun:
+        return signal, None
+    text = str(signal).strip()
+    flags, sep, rest = text.partition(":")
+    if not sep:
+        flags, rest = "", text
+    if "B" in flags.upper():
+        return signal, None
+    fixed = f"B{flags}:{rest}"
+    return fixed, (
+        f"--signal={text} signals only job steps (srun), and this script runs the command in the batch "
+        f"shell, so the signal would never reach it: using --signal={fixed} (the batch shell forwards it to "
+        "the command); add --srun to run the command as a job step instead"
+    )
+
+
 def render_script(spec: JobSpec, command: Sequence[str] | str, *, header_comment: str | None = None) -> str:
     """Return the text of an sbatch script that runs ``command`` under ``spec``.
 
@@ -308,6 +337,9 @@ def render_script(spec: JobSpec, command: Sequence[str] | str, *, header_comment
         ValueError: an option of ``spec`` is invalid, or the command is empty.
     """
     spec.validate()
+    fixed, note = batch_signal(spec.signal, spec.srun)
+    if note:
+        spec = dataclasses.replace(spec, signal=fixed)
     if isinstance(command, str):
         if not command.strip():
             raise ValueError("no command given: put the command after '--'")
@@ -319,6 +351,8 @@ def render_script(spec: JobSpec, command: Sequence[str] | str, *, header_comment
         line = f"srun {line}"
     out = ["#!/bin/bash"]
     out.append(f"# {header_comment or 'written by specclass slurm script'}")
+    if note:
+        out.append(f"# note: {note}")
     out += [f"#SBATCH {opt}" for opt in spec.sbatch_options()]
     out.append("")
     if spec.setup:

@@ -81,7 +81,7 @@ def _add_job_options(p: argparse.ArgumentParser) -> None:
 
 def _spec_from_args(args: argparse.Namespace):
     from specclass.cluster.profiles import ProfileError, load_spec
-    from specclass.cluster.slurm import parse_time
+    from specclass.cluster.slurm import batch_signal, parse_time
 
     env = dict(args.env or [])
     requeue = args.requeue
@@ -108,6 +108,9 @@ def _spec_from_args(args: argparse.Namespace):
     elif spec.signal is None and spec.time:
         limit = parse_time(spec.time)
         spec.signal = f"B:USR1@{max(10, min(DEFAULT_WARNING_S, limit // 10))}"
+    spec.signal, note = batch_signal(spec.signal, spec.srun)
+    if note:
+        print(f"specclass slurm: warning: {note}", file=sys.stderr)
     return spec
 
 

@@ -5,7 +5,7 @@
     specclass models
     specclass train DATASET --model spectral_resnet --epochs 30 --batch-size 32 --out RUN
     specclass evaluate RUN DATASET --split test
-    specclass predict RUN FILES_OR_DIRS... --out predictions.csv [--uncertain-below 0.5] [--no-calibration]
+    specclass predict [RUN] FILES_OR_DIRS... --out predictions.csv [--uncertain-below 0.5] [--no-calibration]
 
 ``train`` resumes: run the same command again on the same ``--out`` and it
 continues from the last finished epoch (see :mod:`specclass.training`). Under
@@ -53,6 +53,7 @@ def _option(text: str) -> tuple[str, Any]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``evaluate``, ``predict`` and ``models`` to the ``specclass`` parser."""
     from specclass.models import DEFAULT_MODEL
+    from specclass.pretrained import DEFAULT_SCHEME as PRETRAINED_DEFAULT, SCHEMES as PRETRAINED_SCHEMES
     from specclass.preprocessing import NORMALISATIONS
 
     p = subparsers.add_parser(
@@ -102,10 +103,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = subparsers.add_parser(
         "predict", help="classify spectrum files with a run folder; write a CSV",
         description="Classify every spectrum in FILES_OR_DIRS (any format specclass reads) with the run's model "
-                    "and its saved preprocessing; one CSV row per spectrum, with a reason for each failure.",
+                    "and its saved preprocessing; one CSV row per spectrum, with a reason for each failure. "
+                    "Without RUN, the pretrained classifier packaged with specclass is used.",
+        usage="specclass predict [options] [RUN] FILES_OR_DIRS [FILES_OR_DIRS ...]",
     )
-    r.add_argument("run", type=Path, help="run folder written by 'specclass train'")
-    r.add_argument("paths", nargs="+", type=Path, metavar="FILES_OR_DIRS", help="spectrum files or folders")
+    r.add_argument("paths", nargs="+", type=Path, metavar="[RUN] FILES_OR_DIRS",
+                   help="optional run folder written by 'specclass train' (or a model.numpy.h5 / model.onnx from "
+                        "'specclass export'), then spectrum files or folders; without a run folder the pretrained "
+                        "classifier packaged with specclass is used (see --pretrained)")
+    r.add_argument("--pretrained", choices=PRETRAINED_SCHEMES, default=PRETRAINED_DEFAULT,
+                   help=f"label scheme of the packaged classifier used when no run folder is given "
+                        f"(default {PRETRAINED_DEFAULT})")
     r.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
     r.add_argument("--format", choices=SAVE_FORMATS, default="keras", help="model file to load (default keras)")
     r.add_argument("--batch-size", type=positive_int, default=256, help="prediction batch size (default 256)")
@@ -128,15 +136,14 @@ def _calibration_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """Print every registered model, its summary and options."""
-    from specclass.models import DEFAULT_MODEL, list_models, model_spec
+    """Print every built-in model, its summary and options (read from the source: no Keras import)."""
+    from specclass.models import DEFAULT_MODEL, describe_builtin_models
 
-    for name in list_models():
-        spec = model_spec(name)
+    for name, (summary, options) in describe_builtin_models().items():
         mark = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name}{mark}: {spec.summary}")
-        if spec.options:
-            opts = ", ".join(f"{k}={v!r}" for k, v in spec.options.items())
+        print(f"{name}{mark}: {summary}")
+        if options:
+            opts = ", ".join(f"{k}={v!r}" for k, v in options.items())
             print(f"    options: {opts}")
     return 0
 
@@ -249,28 +256,51 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """``specclass predict``."""
     from collections import Counter
 
-    from specclass.persistence import RunFolderError, load_run
+    from specclass.inference.load import load_any_run
+    from specclass.persistence import RunFolderError
     from specclass.predict import predict_files, run_temperature
+    from specclass.pretrained import NoPretrainedError, require_pretrained, split_run_argument
 
+    args.run, args.paths = split_run_argument(args.paths)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise CLIError(f"no such file or folder: {', '.join(missing)}")
+    if not args.paths:
+        raise CLIError(f"{args.run} is the run; give the spectrum files or folders to classify after it")
+    if args.run is None:
+        try:
+            args.run = require_pretrained(args.pretrained)
+        except NoPretrainedError as exc:
+            raise CLIError(str(exc)) from None
+        print(f"no run folder given: using the pretrained {args.pretrained} classifier packaged with specclass "
+              f"({args.run}; model card: {args.run / 'MODEL_CARD.md'})")
     try:
-        run = load_run(args.run, fmt=args.format, compile=False)
+        run = load_any_run(args.run, fmt=args.format)
     except RunFolderError as exc:
         raise CLIError(str(exc)) from None
     _, how = run_temperature(run, not args.no_calibration)
     print(f"probabilities: {how}")
+    not_spectra: list[tuple[Path, str]] = []
     rows, failures = predict_files(run, args.paths, out=args.out, batch_size=args.batch_size,
-                                   calibrate=not args.no_calibration, uncertain_below=args.uncertain_below)
+                                   calibrate=not args.no_calibration, uncertain_below=args.uncertain_below,
+                                   skipped=not_spectra)
     counts = Counter(r["predicted_class"] for r in rows)
     n_unsure = sum(r["uncertain"] for r in rows)
     print(f"classified {len(rows)} spectra ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}); "
           f"{len(failures)} not classified -> {args.out}")
-    print(f"uncertain (top probability < {args.uncertain_below:g}): {n_unsure} of {len(rows)} "
-          "(column 'uncertain' = 1; predicted_class is still the most probable class)")
+    if rows:
+        print(f"uncertain (top probability < {args.uncertain_below:g}): {n_unsure} of {len(rows)} "
+              "(column 'uncertain' = 1; predicted_class is still the most probable class)")
+    if not_spectra:
+        names = ", ".join(p.name for p, _ in not_spectra[:5]) + (", ..." if len(not_spectra) > 5 else "")
+        print(f"left out {len(not_spectra)} file(s) in the folders that are not spectra ({names})")
     for fail in failures[:10]:
         print(f"  skipped {fail['file']}: {fail['reason']}")
     if len(failures) > 10:
         print(f"  ... and {len(failures) - 10} more (see {args.out})")
-    return 0 if rows or not failures else 1
+    if not rows:
+        why = (f"all {len(failures)} spectrum file(s) failed (reasons above)" if failures
+               else "no spectrum file found in " + ", ".join(map(str, args.paths)))
+        raise CLIError(f"nothing classified: {why}"
+                       + (f"; {len(not_spectra)} non-spectrum file(s) left out" if not_spectra else ""))
+    return 0

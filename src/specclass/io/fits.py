@@ -40,6 +40,11 @@ Layouts (the name goes to ``meta.format``):
 ``table``
     One spectrum per table, one pixel per row (e.g. pPXF's ``NGC3522_SDSS.fits``:
     ``wavelength`` (Å), ``flux``, ``inverse_variance``, ``and_mask``).
+``desi-coadd``
+    DESI coadd files: B/R/Z arms (``X_WAVELENGTH``, ``X_FLUX``, ``X_IVAR``,
+    ``X_MASK``) and ``FIBERMAP``, several spectra per file, arms combined
+    inverse-variance weighted on their common linear Å lattice; labels from the
+    matching ``redrock-*.fits`` file (:mod:`specclass.io.desi`).
 ``table-rows``
     Several spectra in one table, one spectrum per row of array columns (e.g.
     MaStar ``WAVE``/``FLUX``/``IVAR``/``MASK``); read with :func:`read_spectra`
@@ -57,6 +62,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from specclass.io import desi
 from specclass.io.arrays import build_spectrum
 from specclass.io.errors import SpectrumReadError
 from specclass.io.native import is_exposure_extname
@@ -101,26 +107,47 @@ def open_fits(data: bytes, path: str) -> fits.HDUList:
             warnings.simplefilter("error", category=fits.verify.VerifyWarning)
             warnings.filterwarnings("ignore", message=".*[Cc]ard.*")
             warnings.filterwarnings("ignore", message="File may have been truncated")  # checked below
+            warnings.filterwarnings("ignore", message="Unexpected extra padding")  # trailing bytes: fine
             hdul = fits.open(io.BytesIO(data), memmap=False, lazy_load_hdus=False)
     except Exception as exc:  # astropy raises OSError, ValueError, VerifyWarning, ...
+        whole = len(data) - len(data) % 2880
         if len(data) % 2880:
+            # A few stray bytes after the last HDU (not a whole block) make astropy's strict
+            # mode fail on a "header" that is no header; without them the file may be complete.
+            if whole and not data[whole : whole + 9].startswith(b"XTENSION="[: len(data) - whole]):
+                try:
+                    return open_fits(data[:whole], path)
+                except SpectrumReadError:
+                    pass  # data is missing before those bytes too: truncated
             raise SpectrumReadError(
                 path,
                 f"FITS file is truncated or damaged: {len(data)} bytes is not a whole number of "
                 f"2880-byte blocks (astropy: {_short(exc)})",
             ) from None
         raise SpectrumReadError(path, f"not a readable FITS file ({_short(exc)})") from None
+    expected = _data_end(hdul)
+    if expected > len(data):
+        raise SpectrumReadError(
+            path, f"FITS file is truncated: the headers need {expected} bytes, the file has {len(data)}"
+        )
+    return hdul
+
+
+def _data_end(hdul: fits.HDUList) -> int:
+    """Offset just after the last HDU's data (0 when astropy does not say)."""
     expected = 0
     for hdu in hdul:
         # astropy has no public "where does this HDU's data end"; without it, skip the check
         offset, size = getattr(hdu, "_data_offset", None), getattr(hdu, "_data_size", None)
         if isinstance(offset, int) and isinstance(size, int):
             expected = max(expected, offset + size)
-    if expected > len(data):
-        raise SpectrumReadError(
-            path, f"FITS file is truncated: the headers need {expected} bytes, the file has {len(data)}"
-        )
-    return hdul
+    return expected
+
+
+def trailing_bytes(hdul: fits.HDUList, size: int) -> int:
+    """Bytes of a ``size``-byte file after its last HDU's padded data (0 for a standard file)."""
+    end = _data_end(hdul)
+    return max(0, size - -(-end // 2880) * 2880) if end else 0
 
 
 def _short(exc: BaseException) -> str:
@@ -136,6 +163,59 @@ def _colmap(hdu: fits.BinTableHDU) -> dict[str, str]:
     return {name.upper(): name for name in hdu.columns.names}
 
 
+def check_case_duplicates(hdu: Any, wanted: tuple[str, ...], path: str, what: str) -> None:
+    """Refuse a table where a column we read shares its name, but for case, with another.
+
+    The FITS Standard (4.0, section 7.3.2, ``TTYPEn``) says column names are
+    compared case-insensitively, so ``flux`` and ``FLUX`` in one table are the same
+    name twice: which holds the data is undefined (readers differ), and a build once
+    kept a spectrum whose flux was 0 everywhere. Rule: refuse, naming the columns.
+
+    Raises:
+        SpectrumReadError: if any of ``wanted`` (UPPER-CASE) names two or more columns.
+    """
+    seen: dict[str, list[str]] = {}
+    for name in hdu.columns.names:
+        seen.setdefault(name.upper(), []).append(name)
+    clash = [names for key, names in seen.items() if key in wanted and len(names) > 1]
+    if clash:
+        listed = "; ".join(" and ".join(repr(n) for n in names) for names in clash)
+        raise SpectrumReadError(
+            path,
+            f"{what} has columns whose names differ only in case ({listed}); FITS column names are "
+            "case-insensitive, so it is undefined which holds the data: rename or drop one",
+        )
+
+
+def column_pixels(data: Any, name: str, path: str, what: str) -> np.ndarray:
+    """The values of table column ``name`` as one 1-D pixel array.
+
+    A column with one value per row gives its values; a variable-length-array
+    column (``TFORM`` ``PE()``/``QD()``..., FITS Standard 4.0 section 7.3.5), which
+    astropy returns as one array per row, gives its rows' arrays joined in order
+    (one row holding the whole spectrum, or any split of it).
+
+    Raises:
+        SpectrumReadError: naming the column, when its rows hold fixed-size arrays
+            in more than one row, or values that are not numbers.
+    """
+    values = data[name]
+    arr = values if getattr(values, "dtype", None) == object else np.asarray(values)
+    if arr.dtype == object:
+        try:
+            parts = [np.asarray(v, dtype=np.float64).ravel() for v in arr]
+        except (TypeError, ValueError):
+            raise SpectrumReadError(path, f"{what} column {name!r} holds values that are not numbers") from None
+        return np.concatenate(parts) if parts else np.zeros(0)
+    if arr.ndim == 2 and arr.shape[0] == 1:
+        return arr[0]
+    if arr.ndim != 1:
+        raise SpectrumReadError(
+            path, f"{what} column {name!r} holds an array of {arr.shape[1:]} values in each of {arr.shape[0]} "
+                  "rows; expected one value per row (one row per pixel) or a single row")
+    return arr
+
+
 def _is_table(hdu: Any) -> bool:
     return isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))
 
@@ -145,8 +225,10 @@ def detect_layout(hdul: fits.HDUList) -> str:
 
     Returns:
         One of ``'spec'``, ``'spSpec-dr7'``, ``'lamost-lrs-image'``, ``'lamost-lrs-table'``,
-        ``'iraf-1d'``, ``'table'``, ``'table-rows'``, or ``''`` when unknown.
+        ``'desi-coadd'``, ``'iraf-1d'``, ``'table'``, ``'table-rows'``, or ``''`` when unknown.
     """
+    if desi.is_desi_coadd(hdul):
+        return "desi-coadd"
     h0 = hdul[0].header
     shape = hdul[0].shape if hdul[0].header.get("NAXIS", 0) else ()
     is_lamost = "EXTEN0" in h0 or "LAMOST" in str(h0.get("DATA_V", "")).upper() or (
@@ -209,8 +291,13 @@ def read_spec_hdul(
     Returns:
         :class:`Spectrum`; ``meta.format`` is ``spec-lite``/``spec-full`` (+ ``-noextname``).
 
+    A file without HDU 2 (no SPECOBJ/SPALL table) is read without labels
+    (``class_`` empty, identifiers from the primary header,
+    ``meta.extra['labels'] = 'missing'``).
+
     Raises:
-        SpectrumReadError: HDU 1 or 2 missing, a required column missing, or bad arrays.
+        SpectrumReadError: HDU 1 missing, a required column missing or named twice
+            (:func:`check_case_duplicates`), an HDU 2 without CLASS or rows, or bad arrays.
     """
     coadd, coadd_name = _find_hdu(hdul, ("COADD",), 1)
     if coadd is None:
@@ -219,23 +306,28 @@ def read_spec_hdul(
     missing = [c.lower() for c in ("FLUX", "LOGLAM", "IVAR") if c not in cols]
     if missing:
         raise SpectrumReadError(path, f"HDU 1 (COADD) lacks column(s) {', '.join(missing)}")
+    check_case_duplicates(coadd, ("FLUX", "LOGLAM", "IVAR", "AND_MASK"), path, "HDU 1 (COADD)")
     specobj, specobj_name = _find_hdu(hdul, ("SPECOBJ", "SPALL"), 2)
+    labels = "file"
     if specobj is None:
-        raise SpectrumReadError(path, "HDU 2 (SPECOBJ/SPALL, the labels) is missing")
-    scols = _colmap(specobj)
-    if "CLASS" not in scols:
-        raise SpectrumReadError(path, "HDU 2 (SPECOBJ/SPALL) has no CLASS column")
-    if specobj.data is None or len(specobj.data) < 1:
-        raise SpectrumReadError(path, "HDU 2 (SPECOBJ/SPALL) has no rows")
+        # No label table (some tools write only the COADD): the spectrum is still usable
+        # (predict needs no labels; a dataset build skips it as "no label" unless given one).
+        labels, specobj_name, scols = "missing", "", {}
+    else:
+        scols = _colmap(specobj)
+        if "CLASS" not in scols:
+            raise SpectrumReadError(path, "HDU 2 (SPECOBJ/SPALL) has no CLASS column")
+        if specobj.data is None or len(specobj.data) < 1:
+            raise SpectrumReadError(path, "HDU 2 (SPECOBJ/SPALL) has no rows")
     data = coadd.data
     if data is None:
         raise SpectrumReadError(path, "HDU 1 (COADD) has no rows")
+    flux = column_pixels(data, cols["FLUX"], path, "HDU 1 (COADD)")
+    loglam = column_pixels(data, cols["LOGLAM"], path, "HDU 1 (COADD)")
+    ivar = column_pixels(data, cols["IVAR"], path, "HDU 1 (COADD)")
+    and_mask = column_pixels(data, cols["AND_MASK"], path, "HDU 1 (COADD)") if "AND_MASK" in cols else None
     try:
-        flux = np.asarray(data[cols["FLUX"]])
-        loglam = np.asarray(data[cols["LOGLAM"]])
-        ivar = np.asarray(data[cols["IVAR"]])
-        and_mask = np.asarray(data[cols["AND_MASK"]]) if "AND_MASK" in cols else None
-        row0 = specobj.data[0]
+        row0 = specobj.data[0] if specobj is not None else {}
         row = {c: row0[scols[c]] for c in SPECOBJ_COLUMNS if c in scols}
     except Exception as exc:
         raise SpectrumReadError(path, f"cannot read the COADD/SPECOBJ tables ({_short(exc)})") from None
@@ -248,7 +340,8 @@ def read_spec_hdul(
         hdul[0].header,
         file=path,
         format=kind,
-        extra={"reader": reader, "hdu2": specobj_name, "has_ivar": True},
+        extra={"reader": reader, "hdu2": specobj_name, "has_ivar": True,
+               **({"labels": "missing"} if labels == "missing" else {})},
     )
     return build_spectrum(path, loglam, flux, ivar, and_mask, meta, nonfinite=nonfinite)
 
@@ -598,6 +691,18 @@ def read_fits_bytes(
     """
     hdul = open_fits(data, path)
     try:
+        spectra = _read_layout(hdul, path, nonfinite=nonfinite, row=row, layout=layout)
+    finally:
+        hdul.close()
+    trailing = trailing_bytes(hdul, len(data))
+    if trailing:
+        for spec in spectra:
+            spec.meta.extra["trailing_bytes"] = trailing
+    return spectra
+
+
+def _read_layout(hdul: fits.HDUList, path: str, *, nonfinite: str, row: int | None, layout: str) -> list[Spectrum]:
+    try:
         kind = detect_layout(hdul) if layout == "auto" else layout
         if kind == "spec":
             return [read_spec_hdul(hdul, path, nonfinite=nonfinite)]
@@ -609,6 +714,13 @@ def read_fits_bytes(
             return [read_iraf1d_hdul(hdul, path, nonfinite=nonfinite)]
         if kind in ("table", "table-rows"):
             return read_table_hdul(hdul, path, nonfinite=nonfinite, row=row)
+        if kind == "desi-coadd":
+            return desi.read_desi_hdul(hdul, path, nonfinite=nonfinite, row=row)
+        if desi.is_redrock(hdul):
+            raise SpectrumReadError(
+                path, "is a redrock redshift catalogue (REDSHIFTS table), not spectra: it labels the "
+                      "coadd-*.fits file of the same name, which is the file to read"
+            )
         summary = ", ".join(f"{i}:{h.name or '-'}({type(h).__name__})" for i, h in enumerate(hdul))
         h0 = hdul[0].header
         if h0.get("NAXIS", 0) == 2 and "COEFF0" in h0 and "SPEC_CLN" not in h0:
@@ -622,5 +734,3 @@ def read_fits_bytes(
         raise
     except Exception as exc:  # astropy/numpy surprises on odd files
         raise SpectrumReadError(path, f"cannot read spectrum ({type(exc).__name__}: {_short(exc)})") from None
-    finally:
-        hdul.close()

@@ -25,8 +25,11 @@ What it does, following the FITS Standard 4.0
 Anything unusual returns ``None`` (``strict=False``) so the caller falls back to
 astropy (:mod:`specclass.io.fits`): an unknown ``TFORM``, scaled columns
 (``TSCALn``/``TZEROn``), a heap (``PCOUNT > 0``, ``P``/``Q`` columns), array
-columns, random groups, unexpected EXTNAMEs, missing columns or HDUs. A
-truncated file is a :class:`SpectrumReadError` straight away.
+columns, random groups, unexpected EXTNAMEs, missing columns or HDUs, needed
+columns whose names differ only in case. A truncated file is a
+:class:`SpectrumReadError` straight away; bytes after the last HDU that do not
+start a header (a NUL block, stray bytes) are ignored and counted in
+``meta.extra['trailing_bytes']``, as astropy reads such files too.
 
 Both paths produce identical arrays and metadata (tested on every spec file of
 the shared data), except ``meta.extra['reader']`` ('native' or 'astropy').
@@ -97,8 +100,9 @@ class TableLayout:
     pcount: int
     gcount: int
     extname: str
-    columns: dict[str, Column]  # UPPER-CASE name -> Column
+    columns: dict[str, Column]  # UPPER-CASE name -> Column (the first of names equal but for case)
     heap: bool
+    duplicates: frozenset[str] = frozenset()  # UPPER-CASE names held by more than one column
 
 
 _LAYOUT_CACHE: dict[tuple[int, int, bytes], list[tuple[bytes, TableLayout]]] = {}
@@ -268,6 +272,7 @@ def _table_layout(header: bytes) -> TableLayout:
         raise Unsupported("not a 2-D 8-bit table")
     nfields = int(cards.get("TFIELDS", 0))
     columns: dict[str, Column] = {}
+    duplicates: set[str] = set()
     offset = 0
     heap = False
     for n in range(1, nfields + 1):
@@ -288,6 +293,8 @@ def _table_layout(header: bytes) -> TableLayout:
         )
         if name not in columns:
             columns[name] = Column(name, offset, code, repeat, scaled)
+        else:
+            duplicates.add(name)
         offset += size
     naxis1 = int(cards.get("NAXIS1", -1))
     if offset != naxis1:
@@ -301,6 +308,7 @@ def _table_layout(header: bytes) -> TableLayout:
         extname=str(cards.get("EXTNAME", "") or "").strip().upper(),
         columns=columns,
         heap=heap,
+        duplicates=frozenset(duplicates),
     )
 
 
@@ -400,6 +408,8 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
     if missing:
         raise Unsupported(f"HDU 1 lacks {missing}")
     names1 = COADD_FLOAT + (("AND_MASK",) if "AND_MASK" in layout1.columns else ())
+    if layout1.duplicates.intersection(names1):  # astropy's reader gives the reason
+        raise Unsupported(f"HDU 1 has columns whose names differ only in case: {sorted(layout1.duplicates)}")
     for name in names1:
         code = layout1.columns[name].code
         if code not in (("I", "J", "K") if name == "AND_MASK" else ("E", "D")):
@@ -428,7 +438,14 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
     # lite or full: does an HDU after HDU 3 hold a single exposure (EXTNAME 'B1-00012345-...')?
     full = False
     pos, index = end2, 3
+    trailing = 0
     while pos < src.size and not full:
+        # Bytes after the last HDU that do not start a header (a NUL block, a few stray
+        # bytes some writers leave) are not a truncated HDU: astropy reads such files too.
+        src.ensure(min(pos + 10, src.size), f"HDU {index} header")
+        if not src.buf.startswith(b"XTENSION=", pos):
+            trailing = src.size - pos
+            break
         end_h, data_h = src.header_span(pos, f"HDU {index} header")
         if index >= 4:
             full = any(
@@ -448,7 +465,8 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
         header0,
         file=path,
         format=kind,
-        extra={"reader": "native", "hdu2": layout2.extname, "has_ivar": True},
+        extra={"reader": "native", "hdu2": layout2.extname, "has_ivar": True,
+               **({"trailing_bytes": trailing} if trailing else {})},
     )
     return build_spectrum(path, loglam, flux, ivar, and_mask, meta, nonfinite=nonfinite)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from specclass.io.text import Label, read_text_bytes, resolve_label
 from specclass.spectrum import Spectrum
 
 #: Values of ``fmt``.
-FORMATS = ("auto", "spec", "spSpec-dr7", "lamost-lrs-image", "lamost-lrs-table", "iraf-1d", "table",
-           "table-rows", "text")
+FORMATS = ("auto", "spec", "spSpec-dr7", "lamost-lrs-image", "lamost-lrs-table", "desi-coadd", "iraf-1d",
+           "table", "table-rows", "text")
 #: Values of ``engine``.
 ENGINES = ("auto", "native", "astropy")
 #: File-name patterns :func:`iter_spectra` picks up inside a directory.
@@ -109,7 +110,7 @@ def _read_all(
     if single and len(spectra) > 1:
         raise SpectrumReadError(
             name,
-            f"holds {len(spectra)} spectra (one per table row); use read_spectra(path) "
+            f"holds {len(spectra)} spectra (one per table row or DESI fibre); use read_spectra(path) "
             f"or read_spectrum(path, row=0..{len(spectra) - 1})",
         )
     return spectra
@@ -168,7 +169,7 @@ def read_spectra(
     nonfinite: str = "mask",
     engine: str = "auto",
 ) -> list[Spectrum]:
-    """Read every spectrum in one file (several for multi-row tables such as MaStar).
+    """Read every spectrum in one file (several for multi-row tables such as MaStar, and DESI coadds).
 
     Same arguments, return types and errors as :func:`read_spectrum`, but returns a list;
     ``meta.extra['row']`` gives each spectrum's table row where there is more than one.
@@ -177,12 +178,63 @@ def read_spectra(
     return [_apply_label(s, label) for s in spectra]
 
 
-def find_spectrum_files(paths_or_dirs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+#: Name stems (upper-case, before the first ``.``/``_``/``-``) of files that are documentation,
+#: never spectra, even with a ``.txt`` suffix.
+NOT_SPECTRUM_STEMS = ("README", "LICENSE", "LICENCE", "COPYING", "CHANGELOG", "CHANGES", "NOTES", "NOTE",
+                      "AUTHORS", "CITATION", "INSTALL", "MANIFEST", "TODO", "PROVENANCE")
+_TEXT_SUFFIXES = (".txt", ".dat")
+_STEM_RE = re.compile(r"[._\-\s]")
+
+
+def not_a_spectrum(path: str | os.PathLike[str]) -> str | None:
+    """Why a file met in a folder is obviously not a spectrum, or ``None`` if it may be one.
+
+    Rules (only text suffixes ``.txt``/``.dat`` are judged; FITS and gzip files always go to a reader):
+
+    * a hidden file (name starts with ``.``), or a documentation name (:data:`NOT_SPECTRUM_STEMS`:
+      ``README.txt``, ``notes.txt``, ``LICENSE.txt`` ...);
+    * text whose first five non-blank, non-comment lines hold no row starting with two numbers
+      (:func:`specclass.io.text.read_text_bytes` allows at most that many header lines).
+    """
+    p = Path(path)
+    name = p.name
+    if name.startswith("."):
+        return "hidden file"
+    if not name.lower().endswith(_TEXT_SUFFIXES):
+        return None
+    if _STEM_RE.split(name, 1)[0].upper() in NOT_SPECTRUM_STEMS:
+        return "a documentation file name"
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None  # the reader reports it
+    if sniff_kind(head) != "text":
+        return None
+    lines = [ln.strip() for ln in head.decode("utf-8", "replace").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("#", "%", ";"))][:5]
+    for line in lines:
+        parts = line.replace(",", " ").split()
+        try:
+            float(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            continue
+        return None
+    return "text without (wavelength, flux) rows"
+
+
+def find_spectrum_files(
+    paths_or_dirs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    *,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> list[Path]:
     """Expand files and directories (recursively, sorted) into spectrum file paths.
 
     Directories contribute files whose names end in :data:`SPECTRUM_SUFFIXES`
-    (case-insensitive); files given explicitly are always kept (a file given
-    twice is listed twice: callers such as benchmarks repeat files on purpose).
+    (case-insensitive), except obvious non-spectra (:func:`not_a_spectrum`:
+    ``README.txt``, notes ...), which are left out and, if ``skipped`` is a list,
+    appended to it as ``(path, why)``. Files given explicitly are always kept (a
+    file given twice is listed twice: callers such as benchmarks repeat files on purpose).
     """
     if isinstance(paths_or_dirs, (str, os.PathLike)):
         paths_or_dirs = [paths_or_dirs]
@@ -190,9 +242,12 @@ def find_spectrum_files(paths_or_dirs: str | os.PathLike[str] | Iterable[str | o
     for p in paths_or_dirs:
         p = Path(p)
         if p.is_dir():
-            out.extend(
-                sorted(q for q in p.rglob("*") if q.is_file() and q.name.lower().endswith(SPECTRUM_SUFFIXES))
-            )
+            for q in sorted(q for q in p.rglob("*") if q.is_file() and q.name.lower().endswith(SPECTRUM_SUFFIXES)):
+                why = not_a_spectrum(q)
+                if why is None:
+                    out.append(q)
+                elif skipped is not None:
+                    skipped.append((q, why))
         else:
             out.append(p)
     return out

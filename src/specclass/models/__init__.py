@@ -123,6 +123,66 @@ def _load_builtins() -> None:
                 raise
 
 
+def describe_builtin_models() -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{name: (summary, options)}`` of the built-in models, **without importing Keras**.
+
+    Reads the source of :data:`BUILTIN_MODULES` with :mod:`ast`: every function
+    decorated ``@register_model("name")`` gives its docstring's first line and the
+    defaults of its parameters after ``(input_length, n_classes)``, exactly what
+    :func:`register_model` records when the module is imported (a test checks that
+    both agree). ``specclass models`` uses it, so listing takes well under a
+    second instead of the ~10 s of a TensorFlow import.
+
+    Returns:
+        Entries sorted by name; a default that is not a literal is given as its source text.
+    """
+    import ast
+    import importlib.util
+
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for module in BUILTIN_MODULES:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            continue
+        with open(spec.origin, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), filename=spec.origin)
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for deco in node.decorator_list:
+                if (isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == "register_model"
+                        and deco.args and isinstance(deco.args[0], ast.Constant)):
+                    out[str(deco.args[0].value)] = (_summary(node), _defaults(node))
+    return dict(sorted(out.items()))
+
+
+def _summary(node: Any) -> str:
+    import ast
+
+    doc = ast.get_docstring(node) or ""
+    return doc.split("\n", 1)[0]
+
+
+def _defaults(node: Any) -> dict[str, Any]:
+    """Defaults of the parameters after the first two, as :func:`register_model` records them."""
+    import ast
+
+    a = node.args
+    positional = a.posonlyargs + a.args
+    pos_defaults = [None] * (len(positional) - len(a.defaults)) + list(a.defaults)
+    pairs = list(zip(positional, pos_defaults))[2:] + list(zip(a.kwonlyargs, a.kw_defaults))
+    out: dict[str, Any] = {}
+    for arg, default in pairs:
+        if default is None:  # no default: inspect.Parameter.empty in the registry
+            out[arg.arg] = inspect.Parameter.empty
+            continue
+        try:
+            out[arg.arg] = ast.literal_eval(default)
+        except ValueError:
+            out[arg.arg] = ast.unparse(default)
+    return out
+
+
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
     _load_builtins()
@@ -170,6 +230,7 @@ def get_model(name: str, input_length: int, n_classes: int, **options: Any) -> "
 
 __all__ = [
     "DEFAULT_MODEL",
+    "describe_builtin_models",
     "ModelSpec",
     "UnknownModelError",
     "get_model",

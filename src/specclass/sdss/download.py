@@ -10,8 +10,9 @@ For every catalog row (plate, mjd, fiberid, run2d) :func:`download_catalog`
 3. otherwise streams it to a hidden temp file in ``OUT`` (``.spec-...fits.<pid>.<n>.part``),
    checks the byte count against ``Content-Length``, refuses HTML pages, verifies the
    FITS structure and identity, and only then renames it into place (``os.replace``);
-4. retries HTTP 5xx/429, timeouts, dropped connections and bodies cut short, waiting
-   ``config.retry_delay(k)`` between attempts; 404s and HTML pages are not retried;
+4. retries HTTP 5xx/429, timeouts, dropped connections, bodies cut short and HTML pages
+   sent with status 200 (a server's maintenance page is a transient state, like a 503),
+   waiting ``config.retry_delay(k)`` between attempts; 404s are not retried;
 5. appends one JSON line per file to the manifest (``OUT/manifest.jsonl``): time, run id,
    object, url, path, status (``downloaded``/``present``/``failed``), reason,
    http_status, bytes, sha256, attempts.
@@ -452,7 +453,8 @@ def _fetch_once(task: DownloadTask, tmp: Path, config: SDSSConfig) -> tuple[int,
         with sess.get(task.url, stream=True, timeout=(config.timeout, config.timeout)) as r:
             if r.status_code != 200:
                 retryable = r.status_code >= 500 or r.status_code in (408, 429)
-                raise DownloadError(f"HTTP {r.status_code} {r.reason}", retryable, r.status_code, _retry_after(r))
+                raise DownloadError(f"HTTP {r.status_code} {r.reason or ''}".rstrip(), retryable, r.status_code,
+                                    _retry_after(r))
             ctype = r.headers.get("Content-Type", "")
             declared = r.headers.get("Content-Length")
             encoded = bool(r.headers.get("Content-Encoding", "").strip() not in ("", "identity"))
@@ -465,7 +467,9 @@ def _fetch_once(task: DownloadTask, tmp: Path, config: SDSSConfig) -> tuple[int,
                         if "text/html" in ctype.lower() or start.startswith((b"<!doctype", b"<html", b"<")):
                             title = re.search(rb"<title[^>]*>(.*?)</title>", chunk, re.I | re.S)
                             what = title.group(1).decode(errors="replace").strip()[:80] if title else ctype
-                            raise DownloadError(f"server sent an HTML page, not FITS ({what!r})", False, 200)
+                            # a maintenance/error page served with 200 is transient on real servers: retry
+                            raise DownloadError(f"server sent an HTML page, not FITS{_detail(repr(what) if what else '')}",
+                                                True, 200, _retry_after(r))
                     fh.write(chunk)
                     h.update(chunk)
                     n += len(chunk)
@@ -483,22 +487,43 @@ def _fetch_once(task: DownloadTask, tmp: Path, config: SDSSConfig) -> tuple[int,
             raise DownloadError(
                 f"body cut short: got {got} of {got + more} bytes (Content-Length), connection closed", True, 200
             ) from None
-        raise DownloadError(f"connection broken mid-body ({_short(exc)})", True) from None
+        raise DownloadError(f"connection broken mid-body{_detail(_short(exc))}", True) from None
     except (requests.Timeout, requests.exceptions.ReadTimeout) as exc:
-        raise DownloadError(f"timed out after {config.timeout:g} s without data ({_short(exc)})", True) from None
+        raise DownloadError(f"timed out after {config.timeout:g} s without data{_detail(_short(exc))}", True) from None
     except requests.ConnectionError as exc:
         text = _short(exc)
         if "timed out" in text.lower():
-            raise DownloadError(f"timed out after {config.timeout:g} s without data ({text})", True) from None
-        raise DownloadError(f"connection error ({text})", True) from None
+            raise DownloadError(f"timed out after {config.timeout:g} s without data{_detail(text)}", True) from None
+        raise DownloadError(f"connection error{_detail(text)}", True) from None
     except requests.RequestException as exc:
-        raise DownloadError(f"request failed ({_short(exc)})", False) from None
+        raise DownloadError(f"request failed{_detail(_short(exc))}", False) from None
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc)
     m = re.search(r"(Read timed out[^)']*|IncompleteRead\([^)]*\)|Connection refused|Connection reset[^)']*)", text)
     return (m.group(1) if m else text)[:160]
+
+
+def _detail(text: str) -> str:
+    """``" (text)"`` with balanced parentheses, or ``""`` for empty text (never ``()``).
+
+    Exception texts cut to a length (:func:`_short`) can stop inside a nested ``(...)``;
+    unmatched ``)`` are dropped and open ``(`` closed, so messages stay readable.
+    """
+    text = text.strip()
+    if not text:
+        return ""
+    out, depth = [], 0
+    for ch in text:
+        if ch == ")":
+            if not depth:
+                continue
+            depth -= 1
+        elif ch == "(":
+            depth += 1
+        out.append(ch)
+    return " (" + "".join(out) + ")" * depth + ")"
 
 
 def download_one(task: DownloadTask, config: SDSSConfig | None = None, manifest: Manifest | None = None) -> FileResult:

@@ -489,7 +489,9 @@ def read_catalog(path: str | os.PathLike) -> Table:
     Raises:
         FileNotFoundError: if the file is missing.
         ValueError: an empty file, a missing column, or a bad value (the message names
-            the file, the row number and the column).
+            the file, the row number and the column). Rows are counted as in every catalog
+            message (SkyServer answers, ``sdss download``): data rows from 1, the header,
+            blank and ``#`` lines not counted.
     """
     path = Path(path)
     text = path.read_text()
@@ -505,15 +507,15 @@ def read_catalog(path: str | os.PathLike) -> Table:
     if not rows:
         raise ValueError(f"{path}: catalog has a header but no rows")
     cols: dict[str, list[Any]] = {h: [] for h in header}
-    for i, row in enumerate(rows, start=2):
+    for i, row in enumerate(rows, start=1):
         if len(row) != len(header):
-            raise ValueError(f"{path}: line {i} has {len(row)} fields, header has {len(header)}")
+            raise ValueError(f"{path}: row {i} has {len(row)} fields, header has {len(header)}")
         rec = dict(zip(header, row))
         try:
             plate, mjd, fiberid = parse_ids(rec["plate"], rec["mjd"], rec["fiberid"])
             run2d = parse_run2d(rec["run2d"])
         except ValueError as exc:
-            raise ValueError(f"{path}: line {i}: {exc}") from None
+            raise ValueError(f"{path}: row {i}: {exc}") from None
         for h in header:
             value: Any = rec[h]
             if h == "plate":

@@ -217,6 +217,12 @@ def _table_row(extra: Mapping[str, Any]) -> int:
     return int(row) if isinstance(row, (int, np.integer)) and not isinstance(row, bool) else -1
 
 
+def _targetid(extra: Mapping[str, Any]) -> int:
+    """``meta.extra['targetid']`` (the DESI id, set by :mod:`specclass.io.desi`) or -1."""
+    tid = extra.get("targetid")
+    return int(tid) if isinstance(tid, (int, np.integer)) and not isinstance(tid, bool) else -1
+
+
 def source_of(survey: str, fmt: str) -> str:
     """'text', 'other-survey' or 'fits' from a spectrum's ``meta.survey`` and ``meta.format``."""
     if fmt == "text":
@@ -271,7 +277,7 @@ def shard_slice(n_items: int, shard_index: int, n_shards: int) -> slice:
 class _RowBuffer:
     """Growable ``(capacity, L)`` float32 flux/ivar buffers plus metadata lists."""
 
-    META = ("file", "row", "plate", "mjd", "fiberid", "class", "subclass", "z", "zwarning", "run2d", "ra", "dec", "survey", "format", "source")
+    META = ("file", "row", "plate", "mjd", "fiberid", "targetid", "class", "subclass", "z", "zwarning", "run2d", "ra", "dec", "survey", "format", "source")
 
     def __init__(self, capacity: int, npix: int):
         self.n = 0
@@ -297,7 +303,7 @@ class _RowBuffer:
         self.n += 1
 
     def meta_arrays(self) -> dict[str, np.ndarray]:
-        dtypes = {"row": np.int32, "plate": np.int32, "mjd": np.int32, "fiberid": np.int32, "z": np.float32, "zwarning": np.int32, "ra": np.float64, "dec": np.float64}
+        dtypes = {"row": np.int32, "targetid": np.int64, "plate": np.int32, "mjd": np.int32, "fiberid": np.int32, "z": np.float32, "zwarning": np.int32, "ra": np.float64, "dec": np.float64}
         out = {}
         for k, v in self.meta.items():
             out[k] = np.array(v, dtype=dtypes[k]) if k in dtypes else np.array(v, dtype=str).astype(str)
@@ -445,6 +451,7 @@ def build_rows(
                     "plate": m.plate,
                     "mjd": m.mjd,
                     "fiberid": m.fiberid,
+                    "targetid": _targetid(m.extra),
                     "class": class_,
                     "subclass": subclass,
                     "z": m.z,

@@ -61,6 +61,30 @@ class DatasetFormatError(ValueError):
     """A dataset file is not a specclass dataset, or is damaged (message names the file)."""
 
 
+class DatasetLockedError(DatasetFormatError):
+    """The HDF5 file is locked by another process (a subclass of :class:`DatasetFormatError`,
+    so existing handlers keep working)."""
+
+
+def _unreadable(path: Path, exc: Exception) -> DatasetFormatError:
+    """The error for a dataset file h5py/numpy could not open.
+
+    HDF5 (1.10+) locks a file it opens (``flock``); opening a file another process
+    holds for writing fails with ``errno 11`` "unable to lock file". That is not a
+    damaged dataset: say so, and how to proceed (HDF5 docs, "File locking":
+    ``HDF5_USE_FILE_LOCKING=FALSE`` turns the lock off).
+    """
+    text = str(exc)
+    if isinstance(exc, BlockingIOError) or "unable to lock file" in text:
+        return DatasetLockedError(
+            f"{path}: the HDF5 file is locked by another process (one that has it open for writing: a "
+            "running 'specclass build-dataset' or 'train', a notebook, HDFView). Wait for it to finish or close "
+            "it; if nothing holds it (a writer that crashed, or a file system without locks such as some NFS "
+            f"or Lustre mounts), run again with HDF5_USE_FILE_LOCKING=FALSE in the environment [{text}]"
+        )
+    return DatasetFormatError(f"{path}: not a readable specclass dataset ({exc})")
+
+
 def empty_meta(n: int) -> dict[str, np.ndarray]:
     """Return a metadata table of ``n`` rows filled with each column's fill value."""
     out: dict[str, np.ndarray] = {}
@@ -260,7 +284,7 @@ class SpectralDataset:
                     attrs = {k: json.loads(v) for k, v in h5.attrs.items()}
                     n = int(h5["labels"].shape[0])
         except (OSError, KeyError, ValueError) as exc:
-            raise DatasetFormatError(f"{path}: not a readable specclass dataset ({exc})") from exc
+            raise _unreadable(path, exc) from exc
         if attrs.get("format") != FORMAT_NAME:
             raise DatasetFormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected {FORMAT_NAME!r}")
         return n, attrs
@@ -294,7 +318,7 @@ class SpectralDataset:
                         v = d[...]
                         meta[k] = d.asstr()[...].astype(str) if v.dtype.kind in "OS" else v
         except (OSError, KeyError, ValueError) as exc:
-            raise DatasetFormatError(f"{path}: not a readable specclass dataset ({exc})") from exc
+            raise _unreadable(path, exc) from exc
         if attrs.get("format") != FORMAT_NAME:
             raise DatasetFormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected {FORMAT_NAME!r}")
         if int(attrs.get("format_version", 0)) > FORMAT_VERSION:

@@ -1,0 +1,186 @@
+"""Make the pretrained classifier packaged in ``src/specclass/pretrained/<scheme>/`` (developers only).
+
+Run from the repository root::
+
+    .venv/bin/python tools/make_pretrained.py DATASET.h5 [--scheme seed4] [--workdir build/pretrained] \
+        [-- EXTRA 'specclass train' OPTIONS]
+
+What it does, with the default recipe (``specclass train`` defaults; anything after
+``--`` is passed to ``specclass train`` unchanged, so a recipe change is one flag):
+
+1. ``specclass train DATASET --out WORKDIR/<scheme>`` (resumes if interrupted);
+2. ``specclass evaluate WORKDIR/<scheme> DATASET --split test`` (``metrics.json``);
+3. ``specclass export WORKDIR/<scheme> --format numpy`` (``model.numpy.h5``, for
+   ``specclass predict`` without TensorFlow);
+4. writes ``MODEL_CARD.md`` from the run's ``config.json``, ``metrics.json``,
+   ``calibration.json`` and the dataset's metadata (counts per class and source);
+   the sections that need a person (cross-validated figures, known weaknesses)
+   are marked ``TODO``;
+5. copies the small files a user needs (:data:`SHIPPED`) to
+   ``src/specclass/pretrained/<scheme>/`` (``--dest``), replacing what was there.
+
+``DATASET`` must be labelled with ``<scheme>`` (``specclass build-dataset --labels <scheme>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from specclass.pretrained import SCHEMES  # noqa: E402
+
+#: Files of the run folder that are packaged (training checkpoints, plots and history stay behind).
+SHIPPED = ("model.keras", "model.numpy.h5", "preprocessing.json", "calibration.json", "config.json",
+           "metrics.json", "MODEL_CARD.md")
+
+
+def _cli(*argv: str) -> None:
+    from specclass.cli import main
+
+    print("$ specclass", " ".join(argv), flush=True)
+    code = main(list(argv))
+    if code:
+        raise SystemExit(f"specclass {argv[0]} failed (exit {code})")
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _counts_table(dataset_path: Path) -> tuple[str, dict[str, int]]:
+    """Markdown table of spectra per class x source x split, and the class totals."""
+    import numpy as np
+
+    from specclass.spectra.dataset import SpectralDataset
+
+    ds = SpectralDataset.load(dataset_path)
+    names = list(ds.class_names)
+    split_names = {0: "train", 1: "val", 2: "test"}
+    cells: Counter = Counter()
+    for lab, src, split in zip(ds.labels, ds.meta["source"], ds.meta["split"]):
+        if lab >= 0:
+            cells[(names[int(lab)], str(src), split_names.get(int(split), "unassigned"))] += 1
+    sources = sorted({k[1] for k in cells})
+    lines = ["| class | source | train | val | test |", "| --- | --- | ---: | ---: | ---: |"]
+    for c in names:
+        for s in sources:
+            row = [cells[(c, s, sp)] for sp in ("train", "val", "test")]
+            if any(row):
+                lines.append(f"| {c} | {s} | " + " | ".join(map(str, row)) + " |")
+    totals = {c: int(np.sum(ds.labels == i)) for i, c in enumerate(names)}
+    return "\n".join(lines), totals
+
+
+def model_card(run: Path, dataset: Path, scheme: str, train_args: list[str]) -> str:
+    """``MODEL_CARD.md`` text for the run folder ``run`` (see the module docstring)."""
+    cfg = json.loads((run / "config.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    cal = json.loads((run / "calibration.json").read_text()) if (run / "calibration.json").is_file() else {}
+    table, totals = _counts_table(dataset)
+    per_class = "\n".join(
+        f"| {r['name']} | {_fmt(r.get('recall'))} | {_fmt(r.get('precision'))} | {_fmt(r.get('f1'))} | {r.get('support')} |"
+        for r in metrics.get("per_class", [])
+    )
+    command = " ".join(["python tools/make_pretrained.py", dataset.name, "--scheme", scheme,
+                        *(["--", *train_args] if train_args else [])])
+    return f"""# specclass pretrained classifier: {scheme}
+
+Made {datetime.now(timezone.utc):%Y-%m-%d} by `{command}` (specclass {cfg.get('specclass_version')},
+Keras {cfg.get('keras_version')}, backend {cfg.get('device', {}).get('backend')}).
+
+## Intended use
+Classify optical spectra (SDSS/BOSS, LAMOST, DESI, text tables: anything `specclass predict`
+reads) into {', '.join(cfg.get('class_names', []))}: `specclass predict FILES` uses this
+classifier when no run folder is given. Probabilities are temperature-calibrated; rows with
+`uncertain = 1` (top probability < 0.5) are more likely wrong than right.
+
+## Data
+Dataset `{dataset.name}` (label scheme `{cfg.get('dataset', {}).get('label_scheme')}`,
+{sum(totals.values())} labelled spectra: {', '.join(f'{k} {v}' for k, v in totals.items())}).
+Spectra per class, source and split:
+
+{table}
+
+## Recipe
+- network: `{cfg.get('model')}` {json.dumps(cfg.get('model_options') or {})}, {cfg.get('model_summary', {}).get('params')} parameters, input {cfg.get('model_summary', {}).get('input_shape')}
+- preprocessing: {json.dumps(cfg.get('preprocessing'))} (`preprocessing.json`)
+- training: {cfg.get('epochs')} epochs, batch {cfg.get('batch_size')}, seed {cfg.get('seed')}, monitor `{cfg.get('monitor')}`, early stopping {cfg.get('early_stopping_patience')}, class weight `{cfg.get('class_weight_mode')}`, augmentation {json.dumps(cfg.get('augmentation'))}
+- `specclass train` options beyond the defaults: `{' '.join(train_args) or 'none'}`
+- best epoch {_fmt(cfg['best_epoch'] + 1 if isinstance(cfg.get('best_epoch'), int) else None)} (counted from 1), best {cfg.get('monitor')} {_fmt(cfg.get('best_score'), 4)}
+
+## Figures (test split of the dataset, one split)
+accuracy {_fmt(metrics.get('accuracy'))}, balanced accuracy {_fmt(metrics.get('balanced_accuracy'))}, n = {metrics.get('n')}
+
+| class | recall | precision | F1 | support |
+| --- | ---: | ---: | ---: | ---: |
+{per_class}
+
+Calibration (validation split): T = {_fmt(cal.get('temperature'))}, ECE {_fmt(cal.get('ece_before'))} -> {_fmt(cal.get('ece_after'))}, NLL {_fmt(cal.get('nll_before'))} -> {_fmt(cal.get('nll_after'))}.
+
+## Cross-validated figures
+TODO: out-of-fold accuracy / balanced accuracy per class and per source
+(`benchmarks/accuracy.py --folds 5` with this recipe); one test split of a few hundred
+spectra is noisy.
+
+## Known weaknesses
+TODO: fill from the cross-validation (classes and sources with low recall, e.g. AGN vs
+GALAXY, LAMOST/DESI as out-of-survey input, grid coverage 3802-9120 Å only).
+
+## Files
+{', '.join(f'`{f}`' for f in SHIPPED)}; `model.numpy.h5` runs without TensorFlow
+(`specclass predict` picks it when Keras is not installed).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, train_args = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", type=Path, help="labelled dataset file from 'specclass build-dataset'")
+    parser.add_argument("--scheme", choices=SCHEMES, default="seed4", help="label scheme (default seed4)")
+    parser.add_argument("--workdir", type=Path, default=REPO / "build" / "pretrained",
+                        help="where the full run folder is trained (default build/pretrained)")
+    parser.add_argument("--dest", type=Path, default=None,
+                        help="packaged folder (default src/specclass/pretrained/SCHEME)")
+    args = parser.parse_args(argv)
+
+    from specclass.spectra.dataset import SpectralDataset
+
+    if not args.dataset.is_file():
+        parser.error(f"{args.dataset}: no such dataset file")
+    got = SpectralDataset.load(args.dataset).attrs.get("label_scheme")
+    if got != args.scheme:
+        parser.error(f"{args.dataset} is labelled with scheme {got!r}, not {args.scheme!r} "
+                     f"(build it with 'specclass build-dataset ... --labels {args.scheme}')")
+    run = args.workdir / args.scheme
+    _cli("train", str(args.dataset), "--out", str(run), "--quiet", *train_args)
+    _cli("evaluate", str(run), str(args.dataset), "--split", "test")
+    _cli("export", str(run), "--format", "numpy")
+    (run / "MODEL_CARD.md").write_text(model_card(run, args.dataset, args.scheme, train_args), encoding="utf-8")
+    dest = args.dest or REPO / "src" / "specclass" / "pretrained" / args.scheme
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in SHIPPED:
+        if (run / name).is_file():
+            shutil.copyfile(run / name, dest / name)
+    size = sum(p.stat().st_size for p in dest.iterdir())
+    print(f"packaged {dest} ({size / 1024:.0f} KiB): {', '.join(sorted(p.name for p in dest.iterdir()))}")
+    print(f"review {dest / 'MODEL_CARD.md'} (TODO sections), then: specclass predict SPECTRA --pretrained {args.scheme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
