@@ -145,9 +145,11 @@ def test_cli_train_predict_evaluate_models(tmp_path, real_ds, inputs, capsys):
     ds_path = real_ds.save(tmp_path / "ds.h5")
     run = tmp_path / "run"
     assert main(["train", str(ds_path), "--model", "spectral_tutorial", "--epochs", "1", "--batch-size", "16",
-                 "--out", str(run), "--quiet", "--save-formats", "keras,json", "--seed", "5"]) == 0
+                 "--out", str(run), "--quiet", "--save-formats", "keras,json", "--seed", "5",
+                 "--n-sim-per-class", "3", "--sim-labels", "construction"]) == 0
     out = capsys.readouterr().out
     assert "done: 1 epochs" in out and "model_keras" in out
+    assert "adding 3 simulated spectra per class" in out and "simulated in train:" in out
     assert (run / "calibration.json").is_file() and "calibration (temperature scaling on the val split): T = " in out
     assert (run / "model.json").is_file() and json.loads((run / "config.json").read_text())["seed"] == 5
 
@@ -171,7 +173,7 @@ def test_cli_train_predict_evaluate_models(tmp_path, real_ds, inputs, capsys):
                  "--out", str(tmp_path / "x")]) == 2
     assert "dropout" in capsys.readouterr().err
     assert main(["train", str(ds_path), "--model", "spectral_tutorial", "--epochs", "2", "--batch-size", "8",
-                 "--out", str(run)]) == 2
+                 "--out", str(run), "--n-sim-per-class", "3", "--sim-labels", "construction", "--seed", "5"]) == 2
     assert "different run" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "norun"), str(inputs[0]), "--out", str(tmp_path / "q.csv")]) == 2
     assert "no such run folder" in capsys.readouterr().err

@@ -97,7 +97,7 @@ def tiny_dataset(tmp_path_factory, sdss_dir):
 
 def _train_argv(dataset, epochs):
     return ["train", str(dataset), "--model", "spectral_tutorial", "--epochs", str(epochs), "--batch-size", "8",
-            "--out", "run", "--quiet"]
+            "--out", "run", "--quiet", "--n-sim-per-class", "0"]
 
 
 def test_short_training_job_leaves_its_run_folder(cluster, capsys, slurm_env, tmp_path, tiny_dataset):

@@ -65,16 +65,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL}; "
                    "'specclass models' lists them)")
     p.add_argument("--epochs", type=positive_int, default=20, help="total epochs (default 20)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="global batch size (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="global batch size (default 64, as the benchmarks)")
     p.add_argument("--out", type=Path, required=True, help="run folder to write (or resume)")
+    p.add_argument("--n-sim-per-class", type=non_negative_int, default=None, metavar="N",
+                   help="simulated spectra per class added to the training split only, labelled by the emulated "
+                        "SDSS pipeline; validation and test stay real (default 300 for seed4/class3 datasets on the "
+                        "simulator's grid, else 0; 0 = real spectra only)")
+    p.add_argument("--sim-labels", choices=("pipeline", "construction"), default="pipeline",
+                   help="labels of the simulated spectra: the emulated pipeline's decision (default) or what was built")
     p.add_argument("--seed", type=int, default=42, help="random seed (weights, shuffling, augmentation; default 42)")
     p.add_argument("--early-stopping", type=non_negative_int, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without improvement of --monitor")
-    p.add_argument("--monitor", choices=("val_loss", "val_balanced_accuracy", "val_accuracy"), default="val_loss",
-                   help="what the best checkpoint and early stopping follow (default val_loss)")
+    p.add_argument("--monitor", choices=("val_loss", "val_balanced_accuracy", "val_accuracy"),
+                   default="val_balanced_accuracy",
+                   help="what the best checkpoint and early stopping follow (default val_balanced_accuracy)")
     p.add_argument("--no-class-weight", action="store_true", help="do not weight classes by inverse frequency")
-    p.add_argument("--augment", action="store_true",
-                   help="augment training spectra (flux scaling, noise from ivar, masked chunks, pixel shifts)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="do not augment the training spectra (default: augment: flux scaling, noise from ivar, "
+                        "masked chunks, pixel shifts)")
+    p.add_argument("--augment", dest="augment", action="store_true", default=True, help=argparse.SUPPRESS)
     p.add_argument("--channels", type=int, choices=(1, 2), help="1 = flux; 2 = flux + good-pixel weight")
     p.add_argument("--normalisation", choices=NORMALISATIONS, default="robust",
                    help="per-spectrum normalisation over good pixels (default robust: median / IQR)")
@@ -148,6 +157,38 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_simulated(dataset, args: argparse.Namespace):
+    """``dataset`` plus ``--n-sim-per-class`` simulated spectra in its training split (see the option's help)."""
+    import numpy as np
+
+    from specclass.simulate.mix import DEFAULT_N_SIM_PER_CLASS, add_simulated_to_train
+    from specclass.spectra.grid import LogLamGrid
+
+    n = args.n_sim_per_class
+    if n is None:  # the default: add them where the simulator can make them
+        grid = LogLamGrid().loglam
+        same_grid = dataset.loglam.shape == grid.shape and np.allclose(dataset.loglam, grid, rtol=0, atol=1e-7)
+        scheme = dataset.attrs.get("label_scheme")
+        real = not (np.asarray(dataset.meta["source"]) == "simulated").all()
+        if not (same_grid and scheme in ("seed4", "class3") and real):
+            why = ("the dataset is simulated" if not real else f"label scheme {scheme!r}" if scheme not in ("seed4", "class3")
+                   else "the dataset is not on the simulator's grid")
+            print(f"no simulated spectra added ({why}); --n-sim-per-class N to choose", flush=True)
+            return dataset
+        n = DEFAULT_N_SIM_PER_CLASS
+    if n == 0:
+        return dataset
+    print(f"adding {n} simulated spectra per class to the training split ({args.sim_labels} labels; "
+          "the pipeline labels are cached after the first run) ...", flush=True)
+    try:
+        out = add_simulated_to_train(dataset, n, seed=args.seed, label_source=args.sim_labels)
+    except ValueError as exc:
+        raise CLIError(f"--n-sim-per-class {n}: {exc}") from None
+    counts = out.attrs["simulated_in_train"]["per_class"]
+    print("simulated in train: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``specclass train``."""
     from specclass.models import UnknownModelError, model_spec
@@ -179,6 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset = SpectralDataset.load(args.dataset)
     except DatasetFormatError as exc:
         raise CLIError(str(exc)) from None
+    dataset = _with_simulated(dataset, args)
     print(f"training {args.model} on {args.dataset} ({len(dataset)} rows, classes {dataset.class_names}) "
           f"-> {args.out}  [{strategy.describe()}]", flush=True)
     try:
