@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     b = read_bundle(args.bundle)[args.scheme]
     real = b["real"].subset(np.asarray(b["real"].meta["source"]) == "fits")
     sim = simulate(args.n_sim_per_class, labels=args.scheme, seed=args.seed) if args.n_sim_per_class else None
-    data = {"real": real, "lamost": b["lamost"], "sim": sim}
+    data = {"real": real, "lamost": b["lamost"], "sims": {"real+sim": sim} if sim is not None else {}}
     saved: dict[str, Any] = {}
     results = []
     for name, model, options in args.variant:

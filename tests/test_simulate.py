@@ -369,7 +369,7 @@ def test_throughput_several_thousand_per_minute():
 def test_cli_writes_a_dataset(tmp_path):
     out = tmp_path / "sim.npz"
     cmd = [sys.executable, "-m", "specclass", "simulate", "--n-per-class", "4", "--labels", "class3",
-           "--seed", "9", "--out", str(out), "--snr", "5", "20"]
+           "--seed", "9", "--out", str(out), "--label-source", "construction", "--snr", "5", "20"]
     res = subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout.strip().splitlines()[-1])
@@ -391,6 +391,14 @@ def test_cli_writes_a_dataset(tmp_path):
     assert res.returncode == 2 and "--overwrite" in res.stderr
     bad = subprocess.run(cmd[:-3] + ["--snr", "20", "5", "--overwrite"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "snr_range" in bad.stderr
+    # the default labels come from the emulated pipeline (construction kept beside them)
+    env = {**__import__("os").environ, "SPECCLASS_CACHE": str(tmp_path / "cache")}
+    pipe = subprocess.run([a for a in cmd if a not in ("--label-source", "construction")] + ["--overwrite"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert pipe.returncode == 0, pipe.stderr
+    assert "emulated SDSS pipeline" in pipe.stderr
+    ds = SpectralDataset.load(out)
+    assert "sim_class" in ds.meta and "pipeline_labels" in ds.attrs["simulation"]
 
 
 def test_robust_mean_cov_drops_outliers():

@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="galaxy redshift range (default 0.01 0.40; emission-line galaxies stop at 0.36)")
     p.add_argument("--qso-z", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.1, 4.0),
                    help="quasar redshift range (default 0.1 4.0)")
+    p.add_argument("--label-source", choices=("pipeline", "construction"), default="pipeline",
+                   help="labels from the emulated SDSS pipeline's decision on each spectrum (default; cached, "
+                        "0.05-0.2 s per spectrum on all cores) or from what was built (fast)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
@@ -65,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     t0 = time.perf_counter()
     ds = Simulator(cfg).run(progress=not args.no_progress and sys.stderr.isatty())
+    if args.label_source == "pipeline":
+        from specclass.simulate.pipeline_labels import label_like_the_pipeline
+
+        print(f"labelling {len(ds)} spectra with the emulated SDSS pipeline (cached) ...", file=sys.stderr, flush=True)
+        ds = label_like_the_pipeline(ds, cfg)
     path = ds.save(out)
     dt = time.perf_counter() - t0
     summary = {

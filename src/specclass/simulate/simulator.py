@@ -615,41 +615,8 @@ def simulate(
     out = Simulator(cfg).run(return_truth=return_truth)
     if label_source == "construction":
         return out
-    from specclass.simulate.pipeline_labels import relabel
+    from specclass.simulate.pipeline_labels import label_like_the_pipeline
 
     if return_truth:
         raise ValueError("return_truth needs label_source='construction' (pipeline labels drop and add rows)")
-    new = relabel(out, workers=workers)
-    # top up labels the pipeline rarely gives (seed4 AGN: most built AGN have lines too weak
-    # for the 3-sigma BPT rule or broader than 200 km/s) with more of the construction that
-    # yields them most, so that every label has about n_per_class spectra
-    names = list(new.class_names)
-    for round_ in range(1, 4):
-        table = new.attrs["simulation"]["pipeline_labels"]["construction_to_label"]
-        have = np.bincount(np.asarray(new.labels), minlength=len(names))
-        short = [c for j, c in enumerate(names) if have[j] < 0.8 * n_per_class]
-        if not short:
-            break
-        extra = []
-        for c in short:
-            src = max(table, key=lambda k: table[k].get(c, 0) / max(sum(table[k].values()), 1))
-            rate = table[src].get(c, 0) / max(sum(table[src].values()), 1)
-            if rate <= 0:
-                continue
-            need = int(np.ceil((n_per_class - have[names.index(c)]) / rate * 1.1))
-            counts = {k: 0 for k in ("AGN", "GALAXY", "QSO", "STAR")}
-            counts[src] = min(need, 20 * n_per_class)
-            top_cfg = SimulationConfig(**{**asdict(cfg), "seed": cfg.seed + 7919 * round_, "construction_counts": counts})
-            more = relabel(Simulator(top_cfg).run(), workers=workers)
-            rows = np.flatnonzero(np.asarray(more.labels) == names.index(c))[: n_per_class - have[names.index(c)]]
-            if rows.size:
-                extra.append(more.subset(rows))
-        if not extra:
-            break
-        attrs = new.attrs
-        new = SpectralDataset.concatenate([new, *extra], class_names=names)
-        attrs["simulation"]["pipeline_labels"]["topped_up"] = attrs["simulation"]["pipeline_labels"].get("topped_up", 0) + sum(len(e) for e in extra)
-        labels_now = np.asarray(new.labels)
-        attrs["build_report"] = {"n": len(new), "per_class": {c: int((labels_now == j).sum()) for j, c in enumerate(names)}}
-        new.attrs = attrs
-    return new
+    return label_like_the_pipeline(out, cfg, workers=workers)
