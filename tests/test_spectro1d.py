@@ -132,3 +132,23 @@ def test_subclass_rules_of_spreduce1d():
     assert subclass_from_lines(_fit(agn, sigma=400.0, sigma_err=10.0)) == "AGN BROADLINE"
     assert subclass_from_lines(_fit(agn, sigma=230.0, sigma_err=10.0)) == "AGN"
     assert subclass_from_lines(None) == ""
+
+
+def test_emission_line_galaxies_and_broad_line_qsos_are_never_star(sdss_dir):
+    """Sanity on every real spec file of sdss/spectra: the emulated decision never calls a
+    strong-emission-line galaxy (SUBCLASS STARFORMING/STARBURST/AGN) or a broad-line QSO a STAR."""
+    folder = sdss_dir / "spectra"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} missing")
+    checked = 0
+    for path in sorted(folder.glob("spec-*.fits")):
+        spec = read_spectrum(path)
+        sub = spec.meta.subclass
+        emission_galaxy = spec.meta.class_ == "GALAXY" and any(k in sub for k in ("STARFORMING", "STARBURST", "AGN"))
+        broad_qso = spec.meta.class_ == "QSO" and "BROADLINE" in sub
+        if not (emission_galaxy or broad_qso):
+            continue
+        r = classify_spectrum(spec, lines=False)
+        assert r.class_ != "STAR", f"{path.name}: {spec.meta.class_} {sub!r} emulated as STAR"
+        checked += 1
+    assert checked >= 50
