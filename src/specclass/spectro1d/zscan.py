@@ -134,16 +134,16 @@ def _correlate(obj: np.ndarray, rows: np.ndarray, lags: np.ndarray, cache: dict,
     Args:
         obj: ``(N,)`` float64 object vector.
         rows: ``(R, Nt)`` float64 template vectors.
-        lags: ``(nlag,)`` consecutive increasing int lags.
+        lags: ``(nlag,)`` increasing int lags.
         cache: per-template-set dict for the rows' FFTs.
-        key: cache key of ``rows``.
+        key: cache key of ``rows`` (None: rows are a one-off subset, correlated directly).
 
     Returns:
         ``(nlag, R)`` float64.
     """
     n, nt = obj.size, rows.shape[1]
     lo, hi = int(lags[0]), int(lags[-1])
-    if lags.size <= DIRECT_MAX_LAGS:
+    if lags.size <= DIRECT_MAX_LAGS or key is None:
         # only template pixels j = i + l that some object pixel reaches: [lo, n - 1 + hi]
         j0, j1 = max(lo, 0), min(n - 1 + hi, nt - 1)
         if j1 < j0:
@@ -159,10 +159,14 @@ def _correlate(obj: np.ndarray, rows: np.ndarray, lags: np.ndarray, cache: dict,
         return win @ rows[:, j0 : j1 + 1].T
     m = sfft.next_fast_len(n + nt, real=True)
     ck = (key, m)
-    if ck not in cache:
-        cache[ck] = sfft.rfft(rows, m, axis=1)
+    if key is None:
+        ft = sfft.rfft(rows, m, axis=1)
+    else:
+        if ck not in cache:
+            cache[ck] = sfft.rfft(rows, m, axis=1)
+        ft = cache[ck]
     fo = np.conj(sfft.rfft(obj, m))
-    corr = sfft.irfft(cache[ck] * fo[None, :], m, axis=1)
+    corr = sfft.irfft(ft * fo[None, :], m, axis=1)
     return corr[:, np.mod(lags, m)].T
 
 
@@ -218,18 +222,24 @@ def _lags(obj: ObjectSpectrum, ts: TemplateSet) -> tuple[np.ndarray, np.ndarray]
     return lags, z
 
 
-def scan(obj: ObjectSpectrum, ts: TemplateSet) -> list[ScanCurve]:
+def scan(obj: ObjectSpectrum, ts: TemplateSet, members: np.ndarray | None = None, lag_step: int = 1) -> list[ScanCurve]:
     """chi2/dof curves of a template set over its redshift range.
 
     Args:
         obj: prepared spectrum (:func:`prepare`).
         ts: template set.
+        members: for STAR sets, the template indices to fit (default all).
+        lag_step: fit every ``lag_step``-th lag only (a coarse pass).
 
     Returns:
-        One :class:`ScanCurve` (GALAXY, QSO, CV) or one per star template (STAR), in
+        One :class:`ScanCurve` (GALAXY, QSO, CV) or one per fitted star template (STAR), in
         template order; empty if the spectrum and templates never overlap.
     """
     lags, z = _lags(obj, ts)
+    if lag_step > 1 and lags.size:
+        sel = np.arange(lags.size)
+        sel = sel[(sel - lags.size // 2) % lag_step == 0]
+        lags, z = lags[sel], z[sel]
     if lags.size == 0:
         return []
     w = obj.ivar
@@ -257,15 +267,25 @@ def scan(obj: ObjectSpectrum, ts: TemplateSet) -> list[ScanCurve]:
         dof = n - k
         return [_curve(ts.kind, ts.kind, z, chi2, dof, theta)]
     # STAR: each template with the shared polynomial columns
-    ns, p = ts.eigen.shape[0], ts.npoly
+    p = ts.npoly
     k = 1 + p
+    nall = ts.eigen.shape[0]
     if "star_rows" not in cache:
         e = ts.eigen
         pi = np.triu_indices(p)
-        cache["star_rows"] = np.vstack([e * e, (e[:, None, :] * poly[None, :, :]).reshape(ns * p, -1), poly[pi[0]] * poly[pi[1]]])
+        cache["star_rows"] = np.vstack([e * e, (e[:, None, :] * poly[None, :, :]).reshape(nall * p, -1), poly[pi[0]] * poly[pi[1]]])
         cache["star_b"] = np.vstack([e, poly])
-    Cw = _correlate(w, cache["star_rows"], lags, cache, "star_rows")
-    Cb = _correlate(wf, cache["star_b"], lags, cache, "star_b")
+    idx = np.arange(nall) if members is None else np.asarray(members, dtype=np.int64)
+    ns = idx.size
+    if members is None:
+        rows_w, rows_b = cache["star_rows"], cache["star_b"]
+    else:
+        ep = (nall + idx[:, None] * p + np.arange(p)[None, :]).ravel()
+        pp = np.arange(nall + nall * p, cache["star_rows"].shape[0])
+        rows_w = cache["star_rows"][np.concatenate([idx, ep, pp])]
+        rows_b = cache["star_b"][np.concatenate([idx, np.arange(nall, nall + p)])]
+    Cw = _correlate(w, rows_w, lags, cache, "star_rows" if members is None else None)
+    Cb = _correlate(wf, rows_b, lags, cache, "star_b" if members is None else None)
     nl = lags.size
     A = np.empty((ns, nl, k, k))
     A[:, :, 0, 0] = Cw[:, :ns].T
@@ -283,7 +303,7 @@ def scan(obj: ObjectSpectrum, ts: TemplateSet) -> list[ScanCurve]:
     b[:, :, 1:] = Cb[:, ns:][None]
     theta, chi2 = _solve(A, b, S[None, :])
     dof = n - k
-    return [_curve("STAR", ts.names[s], z, chi2[s], dof, theta[s]) for s in range(ns)]
+    return [_curve("STAR", ts.names[j], z, chi2[s], dof, theta[s]) for s, j in enumerate(idx)]
 
 
 def _curve(kind: str, name: str, z: np.ndarray, chi2: np.ndarray, dof: np.ndarray, theta: np.ndarray) -> ScanCurve:
