@@ -84,7 +84,8 @@ def predict_arrays(
     Args:
         model: a model from :func:`specclass.persistence.load_run`.
         preprocessor: the run's :class:`~specclass.preprocessing.Preprocessor`.
-        flux, ivar: ``(N, L)`` on the run's grid.
+        flux, ivar: ``(N, L)`` on the run's grid (arrays, or the
+            :class:`~specclass.spectra.ondisk.LazyRows` of a dataset file).
         batch_size: ``model.predict`` batch size.
         chunk: spectra preprocessed at a time (bounds memory).
         temperature: ``T`` of :func:`specclass.calibration.apply_temperature`
@@ -93,8 +94,10 @@ def predict_arrays(
     Returns:
         ``(N, n_classes)`` float32 probabilities, columns in ``preprocessor.class_names`` order.
     """
-    flux = np.asarray(flux)
-    ivar = np.asarray(ivar)
+    from specclass.spectra.ondisk import LazyRows
+
+    if not isinstance(flux, LazyRows):  # rows of a file stay there until their chunk is classified
+        flux, ivar = np.asarray(flux), np.asarray(ivar)
     n_classes = len(preprocessor.class_names)
     out = np.zeros((flux.shape[0], n_classes), dtype=np.float32)
     for start in range(0, flux.shape[0], chunk):
@@ -281,7 +284,9 @@ def predict_dataset(
     pre = run.preprocessor
     temperature, _ = run_temperature(run, calibrate)
     if not isinstance(dataset, SpectralDataset):
-        dataset = SpectralDataset.load(dataset)
+        from specclass.spectra.ondisk import open_dataset
+
+        dataset = open_dataset(dataset)  # .h5: read chunk by chunk, memory independent of N
     if split is not None:
         dataset = dataset.split(split)
     if dataset.flux.shape[1] != pre.input_length or not np.allclose(dataset.loglam, pre.loglam, atol=1e-7, rtol=0):

@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="galaxy redshift range (default 0.01 0.40; emission-line galaxies stop at 0.36)")
     p.add_argument("--qso-z", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.1, 4.0),
                    help="quasar redshift range (default 0.1 4.0)")
+    p.add_argument("--float16", action="store_true",
+                   help="store flux and ivar as float16 (half the disk; .h5 only; read back as float32)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
@@ -63,22 +65,33 @@ def run(args: argparse.Namespace) -> int:
         cfg.validate()
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    if args.float16 and out.suffix == ".npz":
+        raise CLIError(f"--out {out}: --float16 needs an HDF5 file (.h5)")
     t0 = time.perf_counter()
-    ds = Simulator(cfg).run(progress=not args.no_progress and sys.stderr.isatty())
-    path = ds.save(out)
+    progress = not args.no_progress and sys.stderr.isatty()
+    if out.suffix == ".npz":  # one compressed archive: built in memory
+        ds = Simulator(cfg).run(progress=progress)
+        path = ds.save(out)
+        n, attrs, split = len(ds), ds.attrs, np.asarray(ds.meta["split"])
+    else:  # written chunk by chunk: memory does not grow with N
+        from specclass.spectra.ondisk import OnDiskDataset
+
+        path = Simulator(cfg).run(progress=progress, out=out, storage_dtype="float16" if args.float16 else "float32")
+        with OnDiskDataset(path) as ds:
+            n, attrs, split = len(ds), ds.attrs, np.asarray(ds.meta["split"])
     dt = time.perf_counter() - t0
     summary = {
         "out": str(path),
-        "n": len(ds),
-        "per_class": ds.attrs["build_report"]["per_class"],
+        "n": n,
+        "per_class": attrs["build_report"]["per_class"],
         "seconds": round(dt, 2),
-        "spectra_per_minute": round(len(ds) / dt * 60),
+        "spectra_per_minute": round(n / dt * 60),
     }
     if args.json:
         print(json.dumps(summary))
     else:
         counts = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
-        splits = np.bincount(np.asarray(ds.meta["split"]), minlength=3)
-        print(f"wrote {path}: {len(ds)} simulated spectra ({counts}); train/val/test {splits[0]}/{splits[1]}/{splits[2]}; "
+        splits = np.bincount(split, minlength=3)
+        print(f"wrote {path}: {n} simulated spectra ({counts}); train/val/test {splits[0]}/{splits[1]}/{splits[2]}; "
               f"{dt:.1f} s ({summary['spectra_per_minute']:,} spectra/min)")
     return 0

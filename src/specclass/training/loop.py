@@ -31,7 +31,15 @@ from specclass.training.callbacks import (
     _write_history_csv,
 )
 from specclass.training.device import device_info
-from specclass.training.feeding import _spectra_sequence_class, _split_rows, balanced_class_weights
+from specclass.training.feeding import (
+    DEFAULT_SHUFFLE_BUFFER,
+    _spectra_sequence_class,
+    _split_rows,
+    _streaming_sequence_class,
+    _validation_sequence_class,
+    balanced_class_weights,
+    use_streaming,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -108,6 +116,8 @@ def train(
     save_formats: Iterable[str] = ("keras",),
     verbose: int | str = "auto",
     resume: bool = True,
+    stream: bool | None = None,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
 ) -> RunResult:
     """Train ``model_name`` on ``dataset`` into the run folder ``out_dir`` (resumable).
 
@@ -138,6 +148,15 @@ def train(
         verbose: ``model.fit`` progress output (0 silent, 1 bar, 2 one line per epoch).
         resume: continue from a backup in ``out_dir`` (``False``: refuse to
             touch a folder that has one).
+        stream: read batches from the dataset file instead of loading it
+            (:mod:`specclass.spectra.ondisk`; memory bounded by ``shuffle_buffer``
+            and the batch size): ``True``, ``False``, or ``None`` = when the file's
+            flux + ivar exceed :data:`~specclass.training.feeding.STREAM_AUTO_BYTES`.
+            Single process only. Batches follow
+            :func:`~specclass.training.feeding.stream_order`; a file whose training
+            rows fit in one buffer streams exactly the batches of the in-memory
+            ``PyDataset`` path (used with augmentation).
+        shuffle_buffer: training rows shuffled together when streaming.
 
     Returns:
         :class:`RunResult` (best model, preprocessor, config, history, best score).
@@ -179,9 +198,12 @@ def train(
         raise ValueError(f"augment must be True/False/None or an Augmentation, got {augment!r}")
 
     dataset_path = None
+    streaming = use_streaming(dataset, stream, int(getattr(strategy, "num_processes", 1) or 1))
     if not isinstance(dataset, SpectralDataset):
+        from specclass.spectra.ondisk import OnDiskDataset
+
         dataset_path = Path(dataset)
-        dataset = SpectralDataset.load(dataset_path)
+        dataset = OnDiskDataset(dataset_path) if streaming else SpectralDataset.load(dataset_path)
     train_idx, val_idx = _split_rows(dataset)
     n_classes = len(dataset.class_names)
 
@@ -263,7 +285,10 @@ def train(
         # smaller than one global batch, and dropped the rows of the last incomplete batch.
         # Each row then appears once per process in the global validation batches, which
         # leaves the averaged val_loss/val_accuracy unchanged.
-    x_val = preprocessor.transform(dataset.flux[val_idx], dataset.ivar[val_idx])
+    if streaming:  # validation batches read from the file, in row order
+        x_val = _validation_sequence_class()(dataset.subset(val_idx), y_val, preprocessor, local_batch)
+    else:
+        x_val = preprocessor.transform(dataset.flux[val_idx], dataset.ivar[val_idx])
 
     config: dict[str, Any] = {
         "specclass_version": _version(),
@@ -287,6 +312,8 @@ def train(
         "validation": "dataset split (meta['split'] == 1), grouped by object",
         "device": device_info(strategy),
     }
+    if streaming:
+        config["feeding"] = {"mode": "stream", "shuffle_buffer": int(shuffle_buffer)}
 
     # ---- model (fresh or restored), inside the strategy scope
     scope = strategy.scope() if strategy is not None and hasattr(strategy, "scope") else contextlib.nullcontext()
@@ -341,8 +368,12 @@ def train(
     nothing_to_train = not (initial_epoch < epochs and not state.get("stopped_early"))
     if not nothing_to_train:
         common = dict(epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
-                      validation_data=(x_val, y_val))
-        if augmentation is None and n_proc == 1:
+                      validation_data=x_val if streaming else (x_val, y_val))
+        if streaming:
+            seq = _streaming_sequence_class()(dataset.subset(train_idx), y_train, w_train, preprocessor, local_batch,
+                                              augmentation, seed, initial_epoch, shuffle_buffer)
+            model.fit(seq, **common)
+        elif augmentation is None and n_proc == 1:
             x_train = preprocessor.transform(dataset.flux[train_idx], dataset.ivar[train_idx])
             model.fit(x_train, y_train, sample_weight=w_train, batch_size=batch_size, shuffle=True, **common)
         elif augmentation is None:
@@ -389,6 +420,8 @@ def train(
             if key in previous:
                 config[key] = previous[key]
     calibration = _calibrate(best_model, x_val, y_val, local_batch, n_proc)
+    if streaming:
+        dataset.close()
     files: dict[str, Path] = {}
     if chief:
         files = persistence.save_run(run_dir, best_model, preprocessor, config, history=history,
