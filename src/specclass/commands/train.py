@@ -84,6 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default="auto",
                    help="device strategy: auto (default), none, mirrored, data-parallel, multi-node")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    p.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                   help="read batches from the .h5 file instead of loading it (memory independent of its size); "
+                        "auto (default): when flux + ivar exceed 2 GiB")
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
@@ -169,14 +172,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(f"--strategy {args.strategy}: {exc}") from None
     try:
-        dataset = SpectralDataset.load(args.dataset)
+        n_rows, attrs = SpectralDataset.peek(args.dataset)  # train() loads or streams the file
     except DatasetFormatError as exc:
         raise CLIError(str(exc)) from None
-    print(f"training {args.model} on {args.dataset} ({len(dataset)} rows, classes {dataset.class_names}) "
+    print(f"training {args.model} on {args.dataset} ({n_rows} rows, classes {attrs['class_names']}) "
           f"-> {args.out}  [{strategy.describe()}]", flush=True)
     try:
         result = train(
-            dataset, args.model, args.out,
+            args.dataset, args.model, args.out,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
             class_weight=None if args.no_class_weight else "balanced",
             early_stopping=args.early_stopping,
@@ -189,6 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             channels=args.channels,
             save_formats=args.save_formats,
             verbose=2 if args.quiet else "auto",
+            stream={"auto": None, "on": True, "off": False}[args.stream],
         )
     except ResumeMismatchError as exc:
         raise CLIError(str(exc)) from None
