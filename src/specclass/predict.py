@@ -102,8 +102,23 @@ def predict_arrays(
     out = np.zeros((flux.shape[0], n_classes), dtype=np.float32)
     for start in range(0, flux.shape[0], chunk):
         x = preprocessor.transform(flux[start : start + chunk], ivar[start : start + chunk])
-        out[start : start + chunk] = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+        out[start : start + chunk] = _predict_full_batches(model, x, batch_size)
     return apply_temperature(out, temperature) if temperature != 1.0 else out
+
+
+def _predict_full_batches(model: "keras.Model", x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model.predict(x)`` with every batch exactly ``batch_size`` rows (the last one zero-padded).
+
+    CPU kernels (oneDNN) choose their blocking by batch shape, so a spectrum's
+    probabilities could change in the last digits with the size of the batch it
+    landed in. With one batch shape, a spectrum gets the same numbers however the
+    inputs are cut into chunks, worker blocks or SLURM shards.
+    """
+    n = x.shape[0]
+    pad = (-n) % batch_size
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))[:n]
 
 
 def run_temperature(run: persistence.LoadedRun, calibrate: bool = True) -> tuple[float, str]:

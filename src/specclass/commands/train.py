@@ -112,6 +112,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
     r.add_argument("--format", choices=SAVE_FORMATS, default="keras", help="model file to load (default keras)")
     r.add_argument("--batch-size", type=positive_int, default=256, help="prediction batch size (default 256)")
+    r.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="processes, each classifying a contiguous block of the files (default: the cores SLURM or "
+                        "the machine gives this process); the CSV is the same for any N")
     _calibration_options(r)
     r.set_defaults(func=cmd_predict)
 
@@ -254,7 +257,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from specclass.persistence import RunFolderError, load_run
-    from specclass.predict import predict_files, run_temperature
+    from specclass.parallel import check_workers
+    from specclass.predict import run_temperature
+    from specclass.predict_shards import predict_files_parallel
 
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
@@ -265,8 +270,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     _, how = run_temperature(run, not args.no_calibration)
     print(f"probabilities: {how}")
-    rows, failures = predict_files(run, args.paths, out=args.out, batch_size=args.batch_size,
-                                   calibrate=not args.no_calibration, uncertain_below=args.uncertain_below)
+    rows, failures = predict_files_parallel(run, args.paths, out=args.out, batch_size=args.batch_size,
+                                            calibrate=not args.no_calibration, uncertain_below=args.uncertain_below,
+                                            fmt=args.format, workers=check_workers(args.workers))
     counts = Counter(r["predicted_class"] for r in rows)
     n_unsure = sum(r["uncertain"] for r in rows)
     print(f"classified {len(rows)} spectra ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}); "

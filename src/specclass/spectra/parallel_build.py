@@ -23,6 +23,8 @@ from specclass.spectra.labels import get_scheme
 
 #: Blocks per worker: smaller blocks balance uneven files and tick the progress bar more often.
 BLOCKS_PER_WORKER = 4
+#: Fewer files than this per process run in fewer processes (starting one costs about a second).
+MIN_FILES_PER_WORKER = 32
 
 
 def _build_block(files: list[str], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -53,6 +55,7 @@ def build_rows_parallel(files: Sequence[str], workers: int, *,
     """
     from specclass.parallel import blocks, map_in_order
 
+    workers = max(1, min(workers, -(-len(files) // MIN_FILES_PER_WORKER)))
     parts = blocks(list(files), workers * BLOCKS_PER_WORKER) if files else [[]]
     bar, tick = None, progress if callable(progress) else None
     if progress is True:
