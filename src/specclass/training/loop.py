@@ -178,6 +178,8 @@ def train(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
+    if not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
+        raise ValueError(f"shuffle_buffer must be a positive int, got {shuffle_buffer!r}")
     if early_stopping is not None and (not isinstance(early_stopping, int) or early_stopping < 0):
         raise ValueError(f"early_stopping (patience) must be a non-negative int or None, got {early_stopping!r}")
     if isinstance(class_weight, str) and class_weight != "balanced":
