@@ -123,7 +123,12 @@ def run(args: argparse.Namespace) -> dict:
     files = []
     for k in args.sizes:
         out = work / f"sim-{4 * k}.h5"
-        r = _child(["--step", "simulate", str(k), str(out)])
+        record = out.with_name(out.name + ".json")
+        if args.reuse and out.is_file() and record.is_file():  # simulated by an earlier (interrupted) run
+            r = json.loads(record.read_text())
+        else:
+            r = _child(["--step", "simulate", str(k), str(out)])
+            record.write_text(json.dumps(r))
         print("simulate", r, flush=True)
         report["simulate"].append(r)
         files.append(out)
@@ -211,6 +216,8 @@ def main() -> int:
     p.add_argument("--work", default="/tmp/specclass-survey", help="folder for the files (needs disk)")
     p.add_argument("--replicas", type=int, default=8,
                    help="copies (hard links) of the real SDSS folder for the --workers runs (default 8)")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep simulated files of an earlier run in --work (with their timing record)")
     p.add_argument("--no-memory", action="store_true", help="skip the in-memory training run")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     if sys.argv[1:2] == ["--step"]:  # one measured step, in a child process

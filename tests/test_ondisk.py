@@ -153,6 +153,7 @@ def test_streamed_batches_equal_the_in_memory_sequence(sim_pair, augment):
     ds, path = sim_pair
     mem, disk, lazy = _sequences(ds, path, 4096, Augmentation() if augment else None)
     with lazy:
+        assert not disk.sequential  # one buffer: Keras may shuffle the batch order, as for `mem`
         for _ in range(2):  # two epochs: reshuffled the same way
             assert len(mem) == len(disk)
             for i in range(len(mem)):
@@ -179,6 +180,10 @@ def test_streaming_holds_at_most_two_buffers(sim_pair, tmp_path):
             seen.append(y)
         assert sorted(np.concatenate(seen).tolist()) == sorted(ds.labels[ds.meta["split"] == 0].tolist())
         assert math.ceil(int((ds.meta["split"] == 0).sum()) / 16) == len(disk)
+        assert disk.sequential  # several buffers: train() asks Keras for the batches in order
+        for i in np.random.default_rng(0).permutation(len(disk)):  # any access order stays bounded
+            disk[int(i)]
+            assert len(disk._cache) <= 2
 
 
 def test_train_streamed_equals_in_memory_sequence_run(sim_pair, tmp_path):

@@ -198,10 +198,18 @@ def _streaming_sequence_class() -> type:
             if self._order.size > self.buffer_rows or len(self._cache) != 1:
                 self._cache = {}  # one buffer holding every row is kept across epochs
 
-        def _buffer(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        @property
+        def sequential(self) -> bool:
+            """True when the training rows span several buffers: Keras must then ask for
+            the batches in order (``model.fit(..., shuffle=False)``), or every batch
+            could need another buffer read from the file. With one buffer, Keras may
+            shuffle the batch order, as it does for the in-memory sequence."""
+            return self._order.size > self.buffer_rows
+
+        def _buffer(self, b: int, keep: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if b not in self._cache:
-                for old in [k for k in self._cache if k < b]:
-                    del self._cache[old]
+                for old in [k for k in self._cache if k not in keep][: max(0, len(self._cache) - 1)]:
+                    del self._cache[old]  # at most two buffers in memory, whatever the access order
                 pos = np.sort(np.flatnonzero(self._buffer_of == b))
                 self._cache[b] = (pos, *self.data.read(pos))
             return self._cache[b]
@@ -214,8 +222,9 @@ def _streaming_sequence_class() -> type:
             flux = np.empty((rows.size, self.data.flux.shape[1]), dtype=np.float32)
             ivar = np.empty_like(flux)
             bufs = self._buffer_of[rows]
-            for b in np.unique(bufs):
-                pos, bflux, bivar = self._buffer(int(b))
+            needed = {int(b) for b in np.unique(bufs)}
+            for b in sorted(needed):
+                pos, bflux, bivar = self._buffer(b, needed)
                 sel = bufs == b
                 at = np.searchsorted(pos, rows[sel])
                 flux[sel], ivar[sel] = bflux[at], bivar[at]

@@ -374,7 +374,7 @@ def train(
         if streaming:
             seq = _streaming_sequence_class()(dataset.subset(train_idx), y_train, w_train, preprocessor, local_batch,
                                               augmentation, seed, initial_epoch, shuffle_buffer)
-            model.fit(seq, **common)
+            model.fit(seq, shuffle=not seq.sequential, **common)
         elif augmentation is None and n_proc == 1:
             x_train = preprocessor.transform(dataset.flux[train_idx], dataset.ivar[train_idx])
             model.fit(x_train, y_train, sample_weight=w_train, batch_size=batch_size, shuffle=True, **common)
