@@ -272,3 +272,41 @@ def test_two_process_data_parallel_equals_one_process(cluster, capsys, slurm_env
         for key in (k for k in ref.files if k.startswith("w")):
             np.testing.assert_allclose(got[key], ref[key], rtol=1e-4, atol=1e-6, err_msg=key)
     assert ref["loss"][-1] < ref["loss"][0]  # it learned something
+
+
+def test_predict_array_merges_to_the_one_process_csv_and_a_failed_shard_reruns_alone(
+        cluster, capsys, slurm_env, tmp_path, tiny_dataset, sdss_dir):
+    from specclass.predict import predict_files
+    from specclass.training import train
+
+    run = tmp_path / "run"
+    train(tiny_dataset, "spectral_tutorial", run, epochs=1, batch_size=16, seed=2, verbose=0)
+    inputs = [sdss_dir / "spectra3", sdss_dir / "sky", sdss_dir / "text_stars"]
+    reference = tmp_path / "one.csv"
+    predict_files(run, inputs, out=reference)
+    out = tmp_path / "pred.csv"
+    shard_dir = tmp_path / "pred.csv.shards"
+    (shard_dir / "shard-0001-of-0003.csv").mkdir(parents=True)  # shard 1 cannot write its CSV: it fails
+    lines = _cli(capsys, "slurm", "predict-array", str(run), *map(str, inputs), "--out", str(out),
+                 "--n-shards", "3", "-t", "00:05:00", "-J", "pred")
+    array_id, merge_id = lines[-2], lines[-1]
+    plan_path = shard_dir / "plan.json"
+    deadline = time.monotonic() + 200
+    while True:
+        tasks = {r.job_id: r for r in slurm.status([array_id], env=slurm_env)}
+        if len(tasks) == 3 and all(r.finished for r in tasks.values()):
+            break
+        assert time.monotonic() < deadline, tasks
+        time.sleep(1)
+    assert {k: v.state for k, v in tasks.items()} == {
+        f"{array_id}_0": "COMPLETED", f"{array_id}_1": "FAILED", f"{array_id}_2": "COMPLETED"}
+    assert arrays.ArrayPlan.load(plan_path).missing_shards() == [1] and not out.exists()
+
+    (shard_dir / "shard-0001-of-0003.csv").rmdir()
+    lines = _cli(capsys, "slurm", "predict-array", "--plan", str(plan_path), "--only-shards", "missing",
+                 "-t", "00:05:00")
+    array2, merge2 = lines[-2], lines[-1]
+    _wait_ok([array2, merge2], slurm_env, logs=list(shard_dir.glob("*.out")))
+    assert [r.job_id for r in slurm.status([array2], env=slurm_env)] == [f"{array2}_1"]  # only shard 1 ran
+    assert slurm.status([merge_id], env=slurm_env)[0].state == "CANCELLED"
+    assert out.read_bytes() == reference.read_bytes()

@@ -375,7 +375,7 @@ def evaluate_run(
     """
     from specclass import persistence, plots, report
     from specclass.calibration import DEFAULT_UNCERTAIN_BELOW, apply_temperature, check_threshold
-    from specclass.predict import run_temperature
+    from specclass.predict import predict_arrays, run_temperature
     from specclass.spectra.dataset import SpectralDataset
 
     uncertain_below = check_threshold(DEFAULT_UNCERTAIN_BELOW if uncertain_below is None else uncertain_below)
@@ -383,8 +383,10 @@ def evaluate_run(
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     if not isinstance(dataset, SpectralDataset):
+        from specclass.spectra.ondisk import open_dataset
+
         dataset_path = Path(dataset)
-        dataset = SpectralDataset.load(dataset_path)
+        dataset = open_dataset(dataset_path)  # .h5: rows read as needed, memory independent of N
     else:
         dataset_path = None
     data = dataset if split == "all" else dataset.split(split)
@@ -397,8 +399,7 @@ def evaluate_run(
             f"dataset class names {list(data.class_names)} differ from the run's {class_names} "
             f"(run folder {run_dir}); labels would be misread"
         )
-    x = run.preprocessor.transform(data.flux, data.ivar)
-    proba_raw = np.asarray(run.model.predict(x, batch_size=batch_size, verbose=0))
+    proba_raw = predict_arrays(run.model, run.preprocessor, data.flux, data.ivar, batch_size=batch_size)
     temperature, how = run_temperature(run, calibrate)
     proba = apply_temperature(proba_raw, temperature)
     metrics = evaluate_predictions(data.labels, proba, class_names, meta=data.meta)

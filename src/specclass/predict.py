@@ -86,7 +86,8 @@ def predict_arrays(
     Args:
         model: a model from :func:`specclass.persistence.load_run`.
         preprocessor: the run's :class:`~specclass.preprocessing.Preprocessor`.
-        flux, ivar: ``(N, L)`` on the run's grid.
+        flux, ivar: ``(N, L)`` on the run's grid (arrays, or the
+            :class:`~specclass.spectra.ondisk.LazyRows` of a dataset file).
         batch_size: ``model.predict`` batch size.
         chunk: spectra preprocessed at a time (bounds memory).
         temperature: ``T`` of :func:`specclass.calibration.apply_temperature`
@@ -95,14 +96,31 @@ def predict_arrays(
     Returns:
         ``(N, n_classes)`` float32 probabilities, columns in ``preprocessor.class_names`` order.
     """
-    flux = np.asarray(flux)
-    ivar = np.asarray(ivar)
+    from specclass.spectra.ondisk import LazyRows
+
+    if not isinstance(flux, LazyRows):  # rows of a file stay there until their chunk is classified
+        flux, ivar = np.asarray(flux), np.asarray(ivar)
     n_classes = len(preprocessor.class_names)
     out = np.zeros((flux.shape[0], n_classes), dtype=np.float32)
     for start in range(0, flux.shape[0], chunk):
         x = preprocessor.transform(flux[start : start + chunk], ivar[start : start + chunk])
-        out[start : start + chunk] = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+        out[start : start + chunk] = _predict_full_batches(model, x, batch_size)
     return apply_temperature(out, temperature) if temperature != 1.0 else out
+
+
+def _predict_full_batches(model: "keras.Model", x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model.predict(x)`` with every batch exactly ``batch_size`` rows (the last one zero-padded).
+
+    CPU kernels (oneDNN) choose their blocking by batch shape, so a spectrum's
+    probabilities could change in the last digits with the size of the batch it
+    landed in. With one batch shape, a spectrum gets the same numbers however the
+    inputs are cut into chunks, worker blocks or SLURM shards.
+    """
+    n = x.shape[0]
+    pad = (-n) % batch_size
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))[:n]
 
 
 def run_temperature(run: persistence.LoadedRun, calibrate: bool = True) -> tuple[float, str]:
@@ -290,7 +308,9 @@ def predict_dataset(
     pre = run.preprocessor
     temperature, _ = run_temperature(run, calibrate)
     if not isinstance(dataset, SpectralDataset):
-        dataset = SpectralDataset.load(dataset)
+        from specclass.spectra.ondisk import open_dataset
+
+        dataset = open_dataset(dataset)  # .h5: read chunk by chunk, memory independent of N
     if split is not None:
         dataset = dataset.split(split)
     if dataset.flux.shape[1] != pre.input_length or not np.allclose(dataset.loglam, pre.loglam, atol=1e-7, rtol=0):

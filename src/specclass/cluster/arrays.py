@@ -10,6 +10,12 @@ runs ``specclass slurm merge-shards PLAN`` (:func:`merge`). The shards cut the
 sorted file list into contiguous blocks, so a shard's content depends only on the
 inputs, and the merged dataset equals the one built in one process.
 
+``kind = "predict"`` plans classify spectrum files instead (``specclass slurm
+predict-array``): each task writes the CSV of one contiguous block of the inputs
+(:func:`specclass.predict_shards.predict_shard`), and the merge job joins them
+(:func:`~specclass.predict_shards.merge_prediction_csvs`) into the CSV one
+``specclass predict`` process writes.
+
 A shard that failed is re-run alone: ``specclass slurm build-dataset-array --plan
 PLAN --shards missing`` submits an array of just the shards whose file is missing
 (or ``--shards 3,5``) and a new merge job after it; the old merge job, which can
@@ -38,6 +44,9 @@ PLAN_FORMAT = "specclass-array-plan"
 BUILD_OPTIONS = ("labels", "golden", "strict", "bad_mask_bits", "text_labels", "label", "min_good_fraction", "grid")
 #: ``merge_datasets`` keyword options a plan may carry.
 MERGE_OPTIONS = ("val_frac", "test_frac", "seed", "radius_arcsec")
+#: ``predict_files`` keyword options a predict plan may carry.
+PREDICT_OPTIONS = ("batch_size", "fmt", "calibrate", "uncertain_below", "min_good_pixels")
+PLAN_KINDS = ("dataset", "predict")
 
 
 @dataclass
@@ -53,6 +62,10 @@ class ArrayPlan:
         merge_options: keyword options of ``merge_datasets`` (see :data:`MERGE_OPTIONS`).
         python: interpreter the jobs run (default: the one that made the plan).
         jobs: job ids submitted for this plan, newest last (``{"array": …, "merge": …}``).
+        kind: ``"dataset"`` (build shards, merge a dataset) or ``"predict"``
+            (classify shards with the run folder ``run``, merge their CSVs into ``out``).
+        run: the run folder of a predict plan.
+        predict_options: keyword options of ``predict_files`` (see :data:`PREDICT_OPTIONS`).
     """
 
     inputs: list[str]
@@ -63,16 +76,20 @@ class ArrayPlan:
     merge_options: dict[str, Any] = field(default_factory=dict)
     python: str = field(default_factory=lambda: sys.executable)
     jobs: list[dict[str, str]] = field(default_factory=list)
+    kind: str = "dataset"
+    run: str | None = None
+    predict_options: dict[str, Any] = field(default_factory=dict)
 
     def shard_path(self, index: int) -> Path:
-        """File of shard ``index`` (``shard-0003-of-0008.h5``)."""
+        """File of shard ``index`` (``shard-0003-of-0008.h5``; ``.csv`` for a predict plan)."""
         if not 0 <= index < self.n_shards:
             raise ValueError(f"shard index {index} not in [0, {self.n_shards})")
-        return Path(self.shard_dir) / f"shard-{index:04d}-of-{self.n_shards:04d}.h5"
+        suffix = ".csv" if self.kind == "predict" else ".h5"
+        return Path(self.shard_dir) / f"shard-{index:04d}-of-{self.n_shards:04d}{suffix}"
 
     def missing_shards(self) -> list[int]:
         """Indices of shards whose file does not exist yet."""
-        return [i for i in range(self.n_shards) if not self.shard_path(i).exists()]
+        return [i for i in range(self.n_shards) if not self.shard_path(i).is_file()]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the plan as JSON, atomically (temp file + rename)."""
@@ -103,6 +120,8 @@ class ArrayPlan:
             raise ValueError(f"{path}: not a specclass array plan (format != {PLAN_FORMAT!r})")
         data.pop("format")
         data.pop("version", None)
+        if data.get("kind", "dataset") not in PLAN_KINDS:
+            raise ValueError(f"{path}: plan kind {data.get('kind')!r} is not one of {PLAN_KINDS}")
         try:
             return cls(**data)
         except TypeError as exc:
@@ -143,12 +162,38 @@ def make_plan(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, n_sha
                      python or sys.executable)
 
 
+def make_predict_plan(run: str | os.PathLike, inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
+                      n_shards: int, *, shard_dir: str | os.PathLike | None = None,
+                      predict_options: Mapping[str, Any] | None = None, python: str | None = None) -> ArrayPlan:
+    """Describe ``predict`` over ``inputs`` as ``n_shards`` array tasks and a merge into the CSV ``out``.
+
+    Raises:
+        ValueError: as :func:`make_plan`, a run folder that does not exist, or an
+            option not in :data:`PREDICT_OPTIONS`.
+    """
+    if not Path(run).is_dir():
+        raise ValueError(f"{run}: no such run folder")
+    bad = sorted(set(predict_options or {}) - set(PREDICT_OPTIONS))
+    if bad:
+        raise ValueError(f"unknown predict option(s) {bad}; allowed: {PREDICT_OPTIONS}")
+    plan = make_plan(inputs, out, n_shards, shard_dir=shard_dir, python=python)
+    plan.kind, plan.run, plan.predict_options = "predict", str(Path(run).resolve()), dict(predict_options or {})
+    return plan
+
+
 def run_shard(plan: ArrayPlan, index: int) -> Path:
-    """Build shard ``index`` of ``plan`` into :meth:`ArrayPlan.shard_path` (what one array task does)."""
+    """Build (or, for a predict plan, classify) shard ``index`` of ``plan`` into
+    :meth:`ArrayPlan.shard_path` (what one array task does)."""
     from specclass.spectra.build import build_shard
 
     out = plan.shard_path(index)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if plan.kind == "predict":
+        from specclass.predict_shards import predict_shard
+
+        rows, failures = predict_shard(plan.run, plan.inputs, index, plan.n_shards, out, **plan.predict_options)
+        print(f"shard {index}/{plan.n_shards}: {len(rows)} spectra classified, {len(failures)} not -> {out}")
+        return out
     path, report = build_shard(plan.inputs, index, plan.n_shards, out, **build_kwargs(plan.build_options))
     print(f"shard {index}/{plan.n_shards}: {report.n_kept} spectra kept of {report.n_spectra} read "
           f"from {report.n_files} files -> {path}")
@@ -183,8 +228,15 @@ def merge(plan: ArrayPlan) -> Path:
     if missing:
         raise FileNotFoundError(
             f"shards {missing} of {plan.n_shards} are missing in {plan.shard_dir}; re-run them with "
-            f"`specclass slurm build-dataset-array --plan <plan.json> --shards missing`"
+            f"`specclass slurm {'predict' if plan.kind == 'predict' else 'build-dataset'}-array --plan <plan.json> "
+            "--only-shards missing`"
         )
+    if plan.kind == "predict":
+        from specclass.predict_shards import merge_prediction_csvs
+
+        n_rows, n_fail = merge_prediction_csvs([plan.shard_path(i) for i in range(plan.n_shards)], plan.out)
+        print(f"merged {plan.n_shards} shards: {n_rows} spectra classified, {n_fail} not -> {plan.out}")
+        return Path(plan.out)
     ds, report = merge_datasets([plan.shard_path(i) for i in range(plan.n_shards)], **plan.merge_options)
     path = ds.save(plan.out)
     print(f"merged {plan.n_shards} shards: {len(ds)} spectra -> {path}")
@@ -237,7 +289,8 @@ def render_scripts(plan_path: str | os.PathLike, plan: ArrayPlan, spec: JobSpec,
     merge_spec.error = None
     merge_spec.array = None
     merge_cmd = shlex.join(base + ["merge-shards", plan_path])
-    return (slurm.render_script(array_spec, array_cmd, header_comment=f"dataset shards of {plan.out}"),
+    what = "prediction" if plan.kind == "predict" else "dataset"
+    return (slurm.render_script(array_spec, array_cmd, header_comment=f"{what} shards of {plan.out}"),
             slurm.render_script(merge_spec, merge_cmd, header_comment=f"merge shards into {plan.out}"))
 
 

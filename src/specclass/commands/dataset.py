@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from specclass.cli import CLIError
+from specclass.commands.argtypes import positive_int
 
 #: Dataset file suffixes ``--out`` accepts (HDF5, or compressed npz for small sets).
 DATASET_SUFFIXES = (".h5", ".hdf5", ".npz")
@@ -128,6 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--radius-arcsec", type=float, default=2.0, help="repeat-observation match radius (default 2)")
     p.add_argument("--out", required=True, metavar="FILE", help="dataset file (.h5 or .npz)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="processes reading the files (default: the cores SLURM or the machine gives this process); "
+                        "the dataset is the same for any N")
     p.set_defaults(func=cmd_build_dataset)
 
     p = subparsers.add_parser(
@@ -179,6 +183,7 @@ def _bad_bits_from_args(value: str | None) -> int:
 
 def cmd_build_dataset(args: argparse.Namespace) -> int:
     """Run ``build-dataset``; exit 0 on success, 1 when no spectrum was kept."""
+    from specclass.parallel import check_workers
     from specclass.spectra.build import BuildError, build_dataset, parse_user_label
     from specclass.spectra.labels import KNOWN_CLASSES
 
@@ -219,6 +224,7 @@ def cmd_build_dataset(args: argparse.Namespace) -> int:
             seed=args.seed,
             radius_arcsec=args.radius_arcsec,
             progress=not args.no_progress,
+            workers=check_workers(args.workers),
         )
     except BuildError as exc:
         raise CLIError(f"--strict: {exc}") from None

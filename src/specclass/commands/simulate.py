@@ -39,7 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="quasar redshift range (default 0.1 4.0)")
     p.add_argument("--label-source", choices=("pipeline", "construction"), default="pipeline",
                    help="labels from the emulated SDSS pipeline's decision on each spectrum (default; cached, "
-                        "0.05-0.2 s per spectrum on all cores) or from what was built (fast)")
+                        "0.05-0.2 s per spectrum on all cores; built in memory) or from what was built (fast; "
+                        "written chunk by chunk to .h5, memory does not grow with N)")
+    p.add_argument("--float16", action="store_true",
+                   help="store flux and ivar as float16 (half the disk; .h5 only; read back as float32)")
     p.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON line")
@@ -66,27 +69,44 @@ def run(args: argparse.Namespace) -> int:
         cfg.validate()
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    if args.float16 and out.suffix == ".npz":
+        raise CLIError(f"--out {out}: --float16 needs an HDF5 file (.h5)")
     t0 = time.perf_counter()
-    ds = Simulator(cfg).run(progress=not args.no_progress and sys.stderr.isatty())
-    if args.label_source == "pipeline":
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.label_source == "pipeline":  # relabelled (and topped up) in memory
         from specclass.simulate.pipeline_labels import label_like_the_pipeline
 
+        ds = Simulator(cfg).run(progress=progress)
         print(f"labelling {len(ds)} spectra with the emulated SDSS pipeline (cached) ...", file=sys.stderr, flush=True)
         ds = label_like_the_pipeline(ds, cfg)
-    path = ds.save(out)
+        if args.float16:
+            raise CLIError("--float16 is for --label-source construction (written chunk by chunk); "
+                           "pipeline-labelled files are written as float32")
+        path = ds.save(out)
+        n, attrs, split = len(ds), ds.attrs, np.asarray(ds.meta["split"])
+    elif out.suffix == ".npz":  # one compressed archive: built in memory
+        ds = Simulator(cfg).run(progress=progress)
+        path = ds.save(out)
+        n, attrs, split = len(ds), ds.attrs, np.asarray(ds.meta["split"])
+    else:  # written chunk by chunk: memory does not grow with N
+        from specclass.spectra.ondisk import OnDiskDataset
+
+        path = Simulator(cfg).run(progress=progress, out=out, storage_dtype="float16" if args.float16 else "float32")
+        with OnDiskDataset(path) as ds:
+            n, attrs, split = len(ds), ds.attrs, np.asarray(ds.meta["split"])
     dt = time.perf_counter() - t0
     summary = {
         "out": str(path),
-        "n": len(ds),
-        "per_class": ds.attrs["build_report"]["per_class"],
+        "n": n,
+        "per_class": attrs["build_report"]["per_class"],
         "seconds": round(dt, 2),
-        "spectra_per_minute": round(len(ds) / dt * 60),
+        "spectra_per_minute": round(n / dt * 60),
     }
     if args.json:
         print(json.dumps(summary))
     else:
         counts = ", ".join(f"{k} {v}" for k, v in summary["per_class"].items())
-        splits = np.bincount(np.asarray(ds.meta["split"]), minlength=3)
-        print(f"wrote {path}: {len(ds)} simulated spectra ({counts}); train/val/test {splits[0]}/{splits[1]}/{splits[2]}; "
+        splits = np.bincount(split, minlength=3)
+        print(f"wrote {path}: {n} simulated spectra ({counts}); train/val/test {splits[0]}/{splits[1]}/{splits[2]}; "
               f"{dt:.1f} s ({summary['spectra_per_minute']:,} spectra/min)")
     return 0

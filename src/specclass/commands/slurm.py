@@ -9,6 +9,8 @@ Sub-commands::
     specclass slurm profiles                               list the shipped site profiles
     specclass slurm build-dataset-array INPUT … --out DS --n-shards N [JOB OPTIONS]
     specclass slurm build-dataset-array --plan PLAN --only-shards missing|3,5
+    specclass slurm predict-array RUN INPUT … --out CSV --n-shards N [JOB OPTIONS]
+    specclass slurm predict-array --plan PLAN --only-shards missing|3,5
     specclass slurm run-shard PLAN --index I               (what one array task runs)
     specclass slurm merge-shards PLAN                      (what the merge job runs)
 
@@ -285,6 +287,40 @@ def _cmd_build_array(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from exc
         plan_path = Path(plan.shard_dir) / "plan.json"
         plan.save(plan_path)
+    return _submit_plan(args, plan, plan_path)
+
+
+def _cmd_predict_array(args: argparse.Namespace) -> int:
+    from specclass.cluster import arrays
+
+    if args.plan:
+        try:
+            plan = arrays.ArrayPlan.load(args.plan)
+        except (OSError, ValueError) as exc:
+            raise CLIError(str(exc)) from exc
+        if plan.kind != "predict":
+            raise CLIError(f"--plan {args.plan}: a {plan.kind} plan; use `specclass slurm build-dataset-array`")
+        plan_path = Path(args.plan)
+    else:
+        if not args.run or not args.inputs or not args.out or not args.n_shards:
+            raise CLIError("give RUN INPUT … --out CSV --n-shards N (or --plan PLAN to re-run shards)")
+        options = {k: v for k, v in (("batch_size", args.batch_size), ("fmt", args.format),
+                                     ("uncertain_below", args.uncertain_below),
+                                     ("calibrate", False if args.no_calibration else None)) if v is not None}
+        try:
+            plan = arrays.make_predict_plan(args.run, args.inputs, args.out, args.n_shards, shard_dir=args.shard_dir,
+                                            predict_options=options, python=args.python)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        plan_path = Path(plan.shard_dir) / "plan.json"
+        plan.save(plan_path)
+    return _submit_plan(args, plan, plan_path)
+
+
+def _submit_plan(args: argparse.Namespace, plan, plan_path: Path) -> int:
+    """Submit (or with ``--dry-run`` print) the shard array and its ``afterok`` merge job."""
+    from specclass.cluster import arrays, slurm
+
     shards = _parse_shards(args.only_shards, plan)
     spec = _spec_from_args(args)
     try:
@@ -394,6 +430,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="write the plan and print both scripts; submit nothing")
     _add_job_options(p)
     p.set_defaults(func=_cmd_build_array, job_command=None)
+
+    p = sub.add_parser("predict-array",
+                       help="classify spectrum files as a job array (one block of files per task) + an afterok "
+                            "merge into one CSV, the CSV of one `specclass predict`")
+    p.add_argument("run", nargs="?", help="run folder written by `specclass train`")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="spectrum files and/or folders")
+    p.add_argument("--out", help="merged CSV")
+    p.add_argument("--n-shards", type=int, help="number of shards = array tasks")
+    p.add_argument("--shard-dir", help="folder for shard CSVs, plan and task logs (default OUT.shards/)")
+    p.add_argument("--plan", help="an existing plan.json: re-submit (with --only-shards)")
+    p.add_argument("--only-shards", metavar="missing|I,J",
+                   help="run only these shards ('missing' = those without a CSV), then merge")
+    p.add_argument("--batch-size", type=int, help="prediction batch size (as `specclass predict`)")
+    p.add_argument("--format", choices=("keras", "h5", "json"), help="model file to load")
+    p.add_argument("--uncertain-below", type=float, metavar="P", help="as `specclass predict`")
+    p.add_argument("--no-calibration", action="store_true", help="raw softmax (as `specclass predict`)")
+    p.add_argument("--dry-run", action="store_true", help="write the plan and print both scripts; submit nothing")
+    _add_job_options(p)
+    p.set_defaults(func=_cmd_predict_array, job_command=None)
 
     p = sub.add_parser("run-shard", help="build one shard of a plan (what an array task runs)")
     p.add_argument("plan")

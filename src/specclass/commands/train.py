@@ -94,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default="auto",
                    help="device strategy: auto (default), none, mirrored, data-parallel, multi-node")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    p.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                   help="read batches from the .h5 file instead of loading it (memory independent of its size); "
+                        "auto (default): when flux + ivar exceed 2 GiB")
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
@@ -126,6 +129,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default predictions.csv)")
     r.add_argument("--format", choices=SAVE_FORMATS, default="keras", help="model file to load (default keras)")
     r.add_argument("--batch-size", type=positive_int, default=256, help="prediction batch size (default 256)")
+    r.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="processes, each classifying a contiguous block of the files (default: the cores SLURM or "
+                        "the machine gives this process); the CSV is the same for any N")
     _calibration_options(r)
     r.set_defaults(func=cmd_predict)
 
@@ -157,14 +163,32 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_simulated(dataset, args: argparse.Namespace):
-    """``dataset`` plus ``--n-sim-per-class`` simulated spectra in its training split (see the option's help)."""
+def _with_simulated(path: Path, n_rows: int, attrs: dict, args: argparse.Namespace):
+    """What ``train`` gets: ``path`` itself, or the dataset loaded with ``--n-sim-per-class``
+    simulated spectra added to its training split (see the option's help).
+
+    The default adds them to seed4/class3 datasets of real spectra on the simulator's grid
+    with up to :data:`SIM_DEFAULT_MAX_ROWS` rows (beyond that they are a negligible share and
+    the file may be streamed; an explicit ``--n-sim-per-class`` on a streamed run is an error).
+    """
     import numpy as np
 
     from specclass.simulate.mix import DEFAULT_N_SIM_PER_CLASS, add_simulated_to_train
+    from specclass.spectra.dataset import SpectralDataset
     from specclass.spectra.grid import LogLamGrid
 
     n = args.n_sim_per_class
+    if n == 0:
+        return path
+    if args.stream == "on" or n_rows > SIM_DEFAULT_MAX_ROWS:
+        if n is not None:
+            raise CLIError(f"--n-sim-per-class {n}: simulated spectra are added in memory; with "
+                           f"{'--stream on' if args.stream == 'on' else f'{n_rows} rows'} train on the file alone "
+                           "(--n-sim-per-class 0) or add them with 'specclass simulate' and merge the files")
+        print(f"no simulated spectra added ({n_rows} rows: the file is large enough); --n-sim-per-class N to choose",
+              flush=True)
+        return path
+    dataset = SpectralDataset.load(path)
     if n is None:  # the default: add them where the simulator can make them
         grid = LogLamGrid().loglam
         same_grid = dataset.loglam.shape == grid.shape and np.allclose(dataset.loglam, grid, rtol=0, atol=1e-7)
@@ -174,10 +198,8 @@ def _with_simulated(dataset, args: argparse.Namespace):
             why = ("the dataset is simulated" if not real else f"label scheme {scheme!r}" if scheme not in ("seed4", "class3")
                    else "the dataset is not on the simulator's grid")
             print(f"no simulated spectra added ({why}); --n-sim-per-class N to choose", flush=True)
-            return dataset
+            return path
         n = DEFAULT_N_SIM_PER_CLASS
-    if n == 0:
-        return dataset
     print(f"adding {n} simulated spectra per class to the training split ({args.sim_labels} labels; "
           "the pipeline labels are cached after the first run) ...", flush=True)
     try:
@@ -187,6 +209,10 @@ def _with_simulated(dataset, args: argparse.Namespace):
     counts = out.attrs["simulated_in_train"]["per_class"]
     print("simulated in train: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
     return out
+
+
+#: Datasets with more rows than this get no simulated spectra by default (see _with_simulated).
+SIM_DEFAULT_MAX_ROWS = 50_000
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -217,15 +243,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(f"--strategy {args.strategy}: {exc}") from None
     try:
-        dataset = SpectralDataset.load(args.dataset)
+        n_rows, attrs = SpectralDataset.peek(args.dataset)  # train() loads or streams the file
     except DatasetFormatError as exc:
         raise CLIError(str(exc)) from None
-    dataset = _with_simulated(dataset, args)
-    print(f"training {args.model} on {args.dataset} ({len(dataset)} rows, classes {dataset.class_names}) "
+    source = _with_simulated(args.dataset, n_rows, attrs, args)
+    n_rows = n_rows if source is args.dataset else len(source)
+    print(f"training {args.model} on {args.dataset} ({n_rows} rows, classes {attrs['class_names']}) "
           f"-> {args.out}  [{strategy.describe()}]", flush=True)
     try:
         result = train(
-            dataset, args.model, args.out,
+            source, args.model, args.out,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
             class_weight=None if args.no_class_weight else "balanced",
             early_stopping=args.early_stopping,
@@ -238,6 +265,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             channels=args.channels,
             save_formats=args.save_formats,
             verbose=2 if args.quiet else "auto",
+            stream={"auto": None, "on": True, "off": False}[args.stream],
         )
     except ResumeMismatchError as exc:
         raise CLIError(str(exc)) from None
@@ -299,8 +327,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from specclass.inference.load import load_any_run
+    from specclass.parallel import check_workers
     from specclass.persistence import RunFolderError
-    from specclass.predict import predict_files, run_temperature
+    from specclass.predict import run_temperature
+    from specclass.predict_shards import predict_files_parallel
     from specclass.pretrained import NoPretrainedError, require_pretrained, split_run_argument
 
     args.run, args.paths = split_run_argument(args.paths)
@@ -323,9 +353,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _, how = run_temperature(run, not args.no_calibration)
     print(f"probabilities: {how}")
     not_spectra: list[tuple[Path, str]] = []
-    rows, failures = predict_files(run, args.paths, out=args.out, batch_size=args.batch_size,
-                                   calibrate=not args.no_calibration, uncertain_below=args.uncertain_below,
-                                   skipped=not_spectra)
+    rows, failures = predict_files_parallel(run, args.paths, out=args.out, batch_size=args.batch_size,
+                                            calibrate=not args.no_calibration, uncertain_below=args.uncertain_below,
+                                            fmt=args.format, workers=check_workers(args.workers), skipped=not_spectra)
     counts = Counter(r["predicted_class"] for r in rows)
     n_unsure = sum(r["uncertain"] for r in rows)
     print(f"classified {len(rows)} spectra ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}); "

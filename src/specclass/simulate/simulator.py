@@ -57,6 +57,7 @@ import numpy as np
 
 from specclass.simulate import lines as L
 from specclass.simulate.noise import apply_noise
+from specclass.simulate.writer import row_stores, write_simulation
 from specclass.simulate.templates import (
     IVAR_BANK_FILE,
     PRIORS_FILE,
@@ -447,7 +448,8 @@ class Simulator:
         out += [("STAR", "STAR", "")] * counts["STAR"]
         return out
 
-    def run(self, return_truth: bool = False, progress: bool = False) -> SpectralDataset | tuple[SpectralDataset, np.ndarray]:
+    def run(self, return_truth: bool = False, progress: bool = False, *, out: Any = None,
+            storage_dtype: str = "float32") -> Any:
         """Simulate ``n_per_class`` spectra per class as a :class:`SpectralDataset`.
 
         Rows are shuffled (seeded); ``meta['source'] = 'simulated'``, ``class``,
@@ -460,15 +462,20 @@ class Simulator:
         (NaN otherwise). ``attrs`` record the method, config, seed,
         package version and the sha256 of every asset used.
 
-        Memory: the whole dataset is built in memory (about 30 kB per spectrum on the
-        default grid, twice that with ``return_truth``).
+        Memory: without ``out`` the whole dataset is built in memory (about 30 kB per
+        spectrum on the default grid, twice that with ``return_truth``); with ``out``
+        only the metadata columns and one chunk of spectra.
 
         Args:
             return_truth: also return the ``(N, L)`` float32 noise-free fluxes.
             progress: show a tqdm progress bar.
+            out: write the dataset to this ``.h5`` file chunk by chunk instead of
+                returning it (memory independent of N; same bytes as ``run().save(out)``
+                for float32; :mod:`specclass.simulate.writer`); not with ``return_truth``.
+            storage_dtype: with ``out``: ``"float32"`` or ``"float16"`` on disk.
 
         Returns:
-            The dataset, or ``(dataset, truth)``.
+            The dataset, or ``(dataset, truth)``; with ``out``, the path written.
         """
         from specclass import __version__
         from specclass.spectra.labels import get_scheme
@@ -478,8 +485,9 @@ class Simulator:
         class_names = list(scheme.fixed_classes)
         plan = self.plan()
         n, npix = len(plan), self.loglam.size
-        flux = np.zeros((n, npix), np.float32)
-        ivar = np.zeros((n, npix), np.float32)
+        if out is not None and return_truth:
+            raise ValueError("run(out=...) writes a file; return_truth needs the in-memory path")
+        flux, ivar = row_stores(n, npix, out)
         truth = np.zeros((n, npix), np.float32) if return_truth else None
         cols: dict[str, list[Any]] = {k: [] for k in (
             "class", "subclass", "z", "sim_snr", "sim_rmag", "sim_ebv", "sim_template", "sim_ivar_source",
@@ -537,6 +545,9 @@ class Simulator:
             },
             "build_report": {"n": n, "per_class": {c: int((labels == j).sum()) for j, c in enumerate(class_names)}},
         }
+        if out is not None:
+            return write_simulation(out, flux, ivar, order, labels, class_names, self.loglam, meta, attrs,
+                                    storage_dtype=storage_dtype)
         ds = SpectralDataset(
             flux=flux[order], ivar=ivar[order], labels=labels, class_names=class_names,
             loglam=self.loglam, meta=meta, attrs=attrs,

@@ -537,6 +537,7 @@ def build_dataset(
     seed: int = 42,
     radius_arcsec: float = DEFAULT_RADIUS_ARCSEC,
     progress: bool | Callable[[int], None] = False,
+    workers: int = 1,
 ) -> tuple[SpectralDataset, BuildReport]:
     """Build a labelled, gridded, split dataset from spectrum files and folders.
 
@@ -557,6 +558,9 @@ def build_dataset(
         val_frac, test_frac, seed, radius_arcsec: split settings
             (:mod:`specclass.spectra.splits`).
         progress: show a tqdm bar (True) or call ``progress(n_files_done)``.
+        workers: processes reading and gridding contiguous blocks of the sorted
+            file list (:mod:`specclass.spectra.parallel_build`); the result equals
+            one process's.
 
     Returns:
         ``(dataset, report)``: ``dataset.flux``/``ivar`` ``(N, L)`` float32,
@@ -573,7 +577,14 @@ def build_dataset(
     get_scheme(labels)
     split_indices(np.zeros(0), np.zeros(0), val_frac=val_frac, test_frac=test_frac)  # validate fractions first
     files = list_files(paths)
-    ds, report = build_rows(
+    rows = build_rows
+    if workers > 1:
+        from functools import partial
+
+        from specclass.spectra.parallel_build import build_rows_parallel
+
+        rows = partial(build_rows_parallel, workers=workers)
+    ds, report = rows(
         files,
         labels=labels,
         golden=golden,
