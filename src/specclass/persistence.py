@@ -316,6 +316,9 @@ def load_history(run_dir: str | os.PathLike) -> dict[str, list[float]] | None:
 def load_run(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool = True) -> LoadedRun:
     """Load a run folder for prediction or evaluation.
 
+    An ensemble folder (``ensemble.json``, :mod:`specclass.ensemble`) gives an
+    :class:`specclass.ensemble.EnsembleRun`, used exactly like a single run.
+
     Args:
         run_dir: folder written by :func:`save_run` (``specclass train``).
         fmt: model file to load: ``"keras"``, ``"h5"`` or ``"json"``.
@@ -335,6 +338,13 @@ def load_run(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool = 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: no such run folder")
+    from specclass import ensemble
+
+    if ensemble.is_ensemble(run_dir):  # RUN/ensemble.json + RUN/members/<name>/ (specclass.ensemble)
+        return ensemble.load_ensemble(run_dir, fmt, compile=compile)
+    unfinished = ensemble.unfinished_hint(run_dir)
+    if unfinished and not (run_dir / MODEL_FILES["keras"]).is_file():
+        raise RunFolderError(unfinished)
     preprocessor = load_preprocessor(run_dir)
     config_path = run_dir / CONFIG_FILE
     config = read_json(config_path) if config_path.is_file() else {}
