@@ -215,3 +215,28 @@ def test_export_numpy_exports_each_member_and_refuses_onnx(trained, inputs, tmp_
     rows, _ = predict_files(run, inputs)
     names = numpy_ens.class_names
     np.testing.assert_allclose(_p(rows_np, names), _p(rows, names), rtol=0, atol=1e-5)
+
+    # without Keras, 'specclass predict ENSEMBLE' uses the members' numpy files (the one import tried is the
+    # check whether Keras is there, as for a single run folder)
+    import subprocess
+    import sys
+
+    from test_numpy_predictor import _no_tf_env
+
+    env = _no_tf_env(tmp_path)
+    out = tmp_path / "no_tf.csv"
+    proc = subprocess.run([sys.executable, "-m", "specclass", "predict", str(run), *map(str, inputs), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "blocked.txt").read_text() == "keras" and "ensemble of 2 members" in proc.stdout
+    with out.open() as fh:
+        table = [r for r in csv.DictReader(fh) if not r["reason"]]
+    assert [r["predicted_class"] for r in table] == [r["predicted_class"] for r in rows]
+    assert np.allclose([[float(r[f"p_{c}"]) for c in names] for r in table], _p(rows, names), rtol=0, atol=2e-5)
+
+
+def test_train_ensemble_refuses_a_single_run_folder(trained, capsys) -> None:
+    run = trained[0]
+    assert main(["train", str(_ds_of(run)), "--model", "spectral_tutorial", "--epochs", "1", "--out",
+                 str(run / "members" / "seed3"), "--n-sim-per-class", "0", "--ensemble", "2"]) == 2
+    assert "holds a single run (model or checkpoints at its top level), not an ensemble" in capsys.readouterr().err

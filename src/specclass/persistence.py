@@ -22,6 +22,10 @@ Layout (written by :func:`specclass.training.train`, extended by
       model.weights.h5        plus weights only (``model.save_weights``)
       checkpoints/          training backup and best checkpoint (resume state)
 
+An ensemble folder instead holds ``ensemble.json``, a copy of the members'
+shared ``preprocessing.json`` and one run folder per member in
+``members/<name>/`` (:mod:`specclass.ensemble`); :func:`load_run` loads either.
+
 The three model formats are the tutorial's three ways of saving a Keras model.
 Keras 3 changed two things a Keras 2 user will trip over: ``model.save`` decides
 the format by the file suffix (``.keras`` native, ``.h5`` legacy HDF5; any other

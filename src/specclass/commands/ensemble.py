@@ -59,9 +59,10 @@ def train_ensemble(args: argparse.Namespace, dataset: Any, train_one: Callable[[
         0.
 
     Raises:
-        CLIError: ``--out`` holds a single run, not an ensemble.
+        CLIError: ``--out`` holds a single run or an ensemble made by ``specclass ensemble``.
     """
-    from specclass.ensemble import MEMBERS_DIR, EnsembleError, member_name_for_seed, write_ensemble
+    from specclass.ensemble import (MEMBERS_DIR, EnsembleError, is_ensemble, member_name_for_seed,
+                                    read_ensemble_info, write_ensemble)
     from specclass.persistence import MODEL_FILES
 
     out: Path = args.out
@@ -69,6 +70,9 @@ def train_ensemble(args: argparse.Namespace, dataset: Any, train_one: Callable[[
     if not (out / MEMBERS_DIR).is_dir() and ((out / MODEL_FILES["keras"]).is_file() or (out / "checkpoints").is_dir()):
         raise CLIError(f"{out}: holds a single run (model or checkpoints at its top level), not an ensemble; "
                        "use another --out for --ensemble")
+    if is_ensemble(out) and not str(read_ensemble_info(out).get("created_by", "")).startswith("specclass train"):
+        raise CLIError(f"{out}: an ensemble assembled by 'specclass ensemble', not trained by 'specclass train "
+                       "--ensemble'; use another --out")
     seeds = [args.seed + i for i in range(k)]
     names = [member_name_for_seed(s) for s in seeds]
     print(f"training an ensemble of {k} {args.model} members on {args.dataset} ({len(dataset)} rows, classes "
