@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dataset",
     "simulate",
     "train",
+    "ensemble",
     "export",
     "mnist",
     "slurm",

@@ -287,6 +287,7 @@ def calibration_metrics(
     *,
     source: str = "",
     n_bins: int | None = None,
+    proba_calibrated: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Calibration figures of one evaluated split (the ``calibration`` entry of ``metrics.json``).
 
@@ -297,6 +298,9 @@ def calibration_metrics(
         uncertain_below: threshold of the uncertain flag (in ``[0, 1]``).
         source: where ``T`` comes from (text).
         n_bins: ECE bins (default :data:`specclass.calibration.DEFAULT_N_BINS`).
+        proba_calibrated: ``(N, C)`` calibrated probabilities when they are not
+            ``apply_temperature(proba_raw, temperature)`` (an ensemble, whose members
+            each have their own ``T``; :mod:`specclass.ensemble`).
 
     Returns:
         ``{"temperature", "probabilities", "n_bins", "ece_raw", "ece_calibrated",
@@ -309,7 +313,10 @@ def calibration_metrics(
 
     n_bins = cal.DEFAULT_N_BINS if n_bins is None else n_bins
     y = np.asarray(y_true).astype(np.int64)
-    proba_cal = cal.apply_temperature(proba_raw, temperature)
+    if proba_calibrated is None:
+        proba_cal = cal.apply_temperature(proba_raw, temperature)
+    else:
+        proba_cal = np.asarray(proba_calibrated)
     return _nan_to_none({
         "temperature": float(temperature),
         "probabilities": source,
@@ -399,12 +406,17 @@ def evaluate_run(
             f"dataset class names {list(data.class_names)} differ from the run's {class_names} "
             f"(run folder {run_dir}); labels would be misread"
         )
-    proba_raw = predict_arrays(run.model, run.preprocessor, data.flux, data.ivar, batch_size=batch_size)
     temperature, how = run_temperature(run, calibrate)
-    proba = apply_temperature(proba_raw, temperature)
+    if hasattr(run.model, "raw_and_calibrated"):  # an ensemble: members' raw / calibrated probabilities combined
+        x = run.preprocessor.transform(data.flux, data.ivar)
+        proba_raw, proba = run.model.raw_and_calibrated(x, batch_size, calibrate=calibrate)
+    else:
+        proba_raw = predict_arrays(run.model, run.preprocessor, data.flux, data.ivar, batch_size=batch_size)
+        proba = apply_temperature(proba_raw, temperature)
     metrics = evaluate_predictions(data.labels, proba, class_names, meta=data.meta)
     metrics["split"] = split
-    metrics["calibration"] = calibration_metrics(data.labels, proba_raw, temperature, uncertain_below, source=how)
+    metrics["calibration"] = calibration_metrics(data.labels, proba_raw, temperature, uncertain_below, source=how,
+                                                 proba_calibrated=proba)
     metrics["dataset"] = dict(
         dataset_summary(data.labels, class_names),
         file=str(dataset_path) if dataset_path else None,

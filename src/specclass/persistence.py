@@ -22,6 +22,10 @@ Layout (written by :func:`specclass.training.train`, extended by
       model.weights.h5        plus weights only (``model.save_weights``)
       checkpoints/          training backup and best checkpoint (resume state)
 
+An ensemble folder instead holds ``ensemble.json``, a copy of the members'
+shared ``preprocessing.json`` and one run folder per member in
+``members/<name>/`` (:mod:`specclass.ensemble`); :func:`load_run` loads either.
+
 The three model formats are the tutorial's three ways of saving a Keras model.
 Keras 3 changed two things a Keras 2 user will trip over: ``model.save`` decides
 the format by the file suffix (``.keras`` native, ``.h5`` legacy HDF5; any other
@@ -316,6 +320,9 @@ def load_history(run_dir: str | os.PathLike) -> dict[str, list[float]] | None:
 def load_run(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool = True) -> LoadedRun:
     """Load a run folder for prediction or evaluation.
 
+    An ensemble folder (``ensemble.json``, :mod:`specclass.ensemble`) gives an
+    :class:`specclass.ensemble.EnsembleRun`, used exactly like a single run.
+
     Args:
         run_dir: folder written by :func:`save_run` (``specclass train``).
         fmt: model file to load: ``"keras"``, ``"h5"`` or ``"json"``.
@@ -335,6 +342,13 @@ def load_run(run_dir: str | os.PathLike, fmt: str = "keras", *, compile: bool = 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: no such run folder")
+    from specclass import ensemble
+
+    if ensemble.is_ensemble(run_dir):  # RUN/ensemble.json + RUN/members/<name>/ (specclass.ensemble)
+        return ensemble.load_ensemble(run_dir, fmt, compile=compile)
+    unfinished = ensemble.unfinished_hint(run_dir)
+    if unfinished and not (run_dir / MODEL_FILES["keras"]).is_file():
+        raise RunFolderError(unfinished)
     preprocessor = load_preprocessor(run_dir)
     config_path = run_dir / CONFIG_FILE
     config = read_json(config_path) if config_path.is_file() else {}

@@ -132,8 +132,13 @@ def run_temperature(run: persistence.LoadedRun, calibrate: bool = True) -> tuple
 
     Returns:
         ``(T, description)``; a run folder without ``calibration.json`` gives
-        ``T = 1`` (logged once per run folder).
+        ``T = 1`` (logged once per run folder). An ensemble
+        (:class:`specclass.ensemble.EnsembleRun`) gives ``T = 1``: its model then
+        combines the members' calibrated (or, ``calibrate=False``, raw) probabilities.
     """
+    use_calibration = getattr(run, "use_calibration", None)
+    if use_calibration is not None:  # an ensemble: each member applies its own T before the combination
+        return use_calibration(calibrate)
     if not calibrate:
         return 1.0, "raw softmax (calibration off)"
     if run.calibration is None:

@@ -4,6 +4,7 @@
 
     specclass models
     specclass train DATASET --model spectral_resnet --epochs 30 --batch-size 32 --out RUN
+    specclass train DATASET --out RUN --ensemble 5        # 5 members, seeds 42..46 (specclass.ensemble)
     specclass evaluate RUN DATASET --split test
     specclass predict [RUN] FILES_OR_DIRS... --out predictions.csv [--uncertain-below 0.5] [--no-calibration]
 
@@ -74,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sim-labels", choices=("pipeline", "construction"), default="pipeline",
                    help="labels of the simulated spectra: the emulated pipeline's decision (default) or what was built")
     p.add_argument("--seed", type=int, default=42, help="random seed (weights, shuffling, augmentation; default 42)")
+    p.add_argument("--ensemble", type=positive_int, metavar="K",
+                   help="train K members with seeds SEED, SEED+1, ... (same data and recipe) into OUT/members/seedS/ "
+                        "and write OUT/ensemble.json; predict/evaluate OUT combine them (geometric mean of the "
+                        "members' calibrated probabilities); re-running continues the unfinished members")
     p.add_argument("--early-stopping", type=non_negative_int, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without improvement of --monitor")
     p.add_argument("--monitor", choices=("val_loss", "val_balanced_accuracy", "val_accuracy"),
@@ -104,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate the run folder RUN on one split of DATASET (accuracy, balanced accuracy, per-class "
                     "precision/recall/F1, confusion matrix, ZWARNING and source breakdowns, misclassified list).",
     )
-    e.add_argument("run", type=Path, help="run folder written by 'specclass train'")
+    e.add_argument("run", type=Path, help="run folder written by 'specclass train' (or an ensemble folder)")
     e.add_argument("dataset", type=Path, help="dataset file on the run's grid")
     e.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
                    help="default test; other splits write metrics-SPLIT.json, report-SPLIT.html, ... so the "
@@ -232,9 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        f"{', '.join(spec.options) or 'no options'}")
 
     from specclass.cluster.distribute import STRATEGIES, get_strategy
-    from specclass.cluster.signals import slurm_callbacks
     from specclass.spectra.dataset import DatasetFormatError, SpectralDataset
-    from specclass.training import ResumeMismatchError, train
 
     if args.strategy not in STRATEGIES:
         raise CLIError(f"--strategy {args.strategy!r}: allowed {', '.join(STRATEGIES)}")
@@ -248,12 +251,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     source = _with_simulated(args.dataset, n_rows, attrs, args)
     n_rows = n_rows if source is args.dataset else len(source)
+    if args.ensemble:
+        from specclass.commands.ensemble import train_ensemble
+
+        dataset = source if source is not args.dataset else SpectralDataset.load(args.dataset)
+        return train_ensemble(args, dataset, lambda out, seed: _train_one(args, dataset, out, seed, strategy, options))
     print(f"training {args.model} on {args.dataset} ({n_rows} rows, classes {attrs['class_names']}) "
           f"-> {args.out}  [{strategy.describe()}]", flush=True)
+    _train_one(args, source, args.out, args.seed, strategy, options)
+    print(f"next: specclass evaluate {args.out} {args.dataset}")
+    return 0
+
+
+def _train_one(args: argparse.Namespace, dataset: Any, out: Path, seed: int, strategy: Any,
+               options: dict[str, Any]) -> Any:
+    """Train (or resume) one run folder ``out`` with ``seed`` and print its summary; return the ``RunResult``."""
+    from specclass.cluster.signals import slurm_callbacks
+    from specclass.training import ResumeMismatchError, train
+
     try:
         result = train(
-            source, args.model, args.out,
-            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            dataset, args.model, out,
+            epochs=args.epochs, batch_size=args.batch_size, seed=seed,
             class_weight=None if args.no_class_weight else "balanced",
             early_stopping=args.early_stopping,
             augment=bool(args.augment),
@@ -283,8 +302,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"calibration (temperature scaling on the val split): {result.calibration.summary()}")
     for role, path in sorted(result.files.items()):
         print(f"  {role:14s} {path}")
-    print(f"next: specclass evaluate {args.out} {args.dataset}")
-    return 0
+    return result
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

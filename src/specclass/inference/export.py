@@ -185,6 +185,8 @@ def export_run(run_dir: str | os.PathLike, fmt: str = "numpy", out: str | os.Pat
             (``savedmodel``: built in a temporary folder, then renamed).
         model_format: which model file of the run to load (``keras``, ``h5``, ``json``).
 
+    An ensemble folder (:mod:`specclass.ensemble`) goes to :func:`export_ensemble`.
+
     Returns:
         The path written.
 
@@ -193,11 +195,14 @@ def export_run(run_dir: str | os.PathLike, fmt: str = "numpy", out: str | os.Pat
         specclass.persistence.RunFolderError: an incomplete run folder.
         ImportError: ``onnx`` without ``tf2onnx``/``onnx`` installed (the message says which).
     """
+    from specclass.ensemble import is_ensemble
     from specclass.persistence import load_run
 
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; allowed: {', '.join(EXPORT_FORMATS)}")
     run_dir = Path(run_dir)
+    if is_ensemble(run_dir):
+        return export_ensemble(run_dir, fmt, out, model_format)
     run = load_run(run_dir, fmt=model_format, compile=False)
     meta = _run_json(run_dir)
     path = Path(out) if out is not None else run_dir / EXPORT_FORMATS[fmt]
@@ -211,6 +216,40 @@ def export_run(run_dir: str | os.PathLike, fmt: str = "numpy", out: str | os.Pat
     if fmt == "onnx":
         return _export_onnx(model, path, meta)
     return _export_savedmodel(model, path, run_dir)
+
+
+def export_ensemble(run_dir: str | os.PathLike, fmt: str = "numpy", out: str | os.PathLike | None = None,
+                    model_format: str = "keras") -> Path:
+    """Export every member of an ensemble folder as ``RUN/members/<name>/model.numpy.h5``.
+
+    ``specclass predict RUN FILES`` then classifies with the members' numpy files
+    where Keras is not installed (:func:`specclass.inference.load.load_any_run`).
+
+    Returns:
+        ``run_dir`` (the members' files are inside it).
+
+    Raises:
+        ValueError: ``fmt`` other than ``numpy`` or an ``out`` path (an ensemble is
+            several networks: one file cannot hold it), or a member's model the numpy
+            export does not support (names the member).
+        specclass.ensemble.EnsembleError: the ensemble or a member is incomplete.
+    """
+    from specclass.ensemble import MEMBERS_DIR, read_ensemble_info
+
+    run_dir = Path(run_dir)
+    if fmt != "numpy":
+        raise ValueError(f"{run_dir} is an ensemble: only --format numpy exports it (each member to "
+                         f"{MEMBERS_DIR}/NAME/model.numpy.h5); export one member as {fmt} with "
+                         f"'specclass export {run_dir / MEMBERS_DIR}/NAME --format {fmt}'")
+    if out is not None:
+        raise ValueError(f"{run_dir} is an ensemble: its members are exported inside it (--out is for a single run)")
+    for name in read_ensemble_info(run_dir)["members"]:
+        member = run_dir / MEMBERS_DIR / name
+        try:
+            export_run(member, "numpy", None, model_format)
+        except ValueError as exc:
+            raise ValueError(f"{run_dir}: member {name}: {exc}") from None
+    return run_dir
 
 
 def _export_onnx(model: "keras.Model", path: Path, meta: dict[str, str]) -> Path:

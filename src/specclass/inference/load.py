@@ -113,16 +113,26 @@ def load_exported(path: str | os.PathLike, *, threads: int | None = None) -> Loa
     return LoadedRun(model, pre, json.loads(cfg_json), p, None, cal)
 
 
+def _member_numpy_loader(member: Path) -> LoadedRun:
+    path = member / "model.numpy.h5"
+    if not path.is_file():
+        raise RunFolderError(f"Keras is not installed and {path} is missing (make the members' numpy files where "
+                             "Keras is: 'specclass export ENSEMBLE_RUN')")
+    return load_exported(path)
+
+
 def load_any_run(run: str | os.PathLike, fmt: str = "keras") -> LoadedRun:
     """A run folder (Keras; or its ``model.numpy.h5`` when Keras cannot be imported) or an exported file.
 
     Args:
-        run: run folder, ``model.numpy.h5`` or ``model.onnx``.
+        run: run folder (or ensemble folder: without Keras, its members' ``model.numpy.h5``),
+            ``model.numpy.h5`` or ``model.onnx``.
         fmt: model file of a run folder (``keras``, ``h5``, ``json``).
 
     Raises:
         RunFolderError: as :func:`specclass.persistence.load_run` / :func:`load_exported`.
     """
+    from specclass.ensemble import is_ensemble, load_ensemble
     from specclass.persistence import load_run
 
     p = Path(run)
@@ -131,6 +141,8 @@ def load_any_run(run: str | os.PathLike, fmt: str = "keras") -> LoadedRun:
     try:
         import keras  # noqa: F401
     except ImportError:
+        if is_ensemble(p):  # every member's model.numpy.h5 ('specclass export RUN')
+            return load_ensemble(p, loader=_member_numpy_loader)
         if (p / "model.numpy.h5").is_file():
             return load_exported(p / "model.numpy.h5")
         raise RunFolderError(f"{p}: Keras is not installed and the run folder has no model.numpy.h5 "
