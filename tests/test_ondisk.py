@@ -224,10 +224,11 @@ def test_simulate_cli_float16(tmp_path, capsys):
     from specclass.cli import main
 
     out = tmp_path / "cli.h5"
-    assert main(["simulate", "--n-per-class", "5", "--seed", "1", "--out", str(out), "--float16", "--json"]) == 0
+    assert main(["simulate", "--n-per-class", "5", "--seed", "1", "--out", str(out), "--float16", "--json",
+                 "--label-source", "construction"]) == 0
     assert '"n": 20' in capsys.readouterr().out
     assert SpectralDataset.load(out).attrs["storage_dtype"] == "float16"
     digest = hashlib.sha256(SpectralDataset.load(out).flux.tobytes()).hexdigest()
     assert main(["simulate", "--n-per-class", "5", "--seed", "1", "--out", str(out), "--float16",
-                 "--overwrite", "--json"]) == 0
+                 "--overwrite", "--json", "--label-source", "construction"]) == 0
     assert hashlib.sha256(SpectralDataset.load(out).flux.tobytes()).hexdigest() == digest

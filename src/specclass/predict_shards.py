@@ -82,7 +82,8 @@ def predict_files_parallel(
     files = predict_inputs(paths_or_dirs, skipped=skipped)
     workers = min(workers, -(-len(files) // MIN_FILES_PER_WORKER))
     # exported models (numpy / ONNX, issue 13) are run in this process
-    if workers <= 1 or not isinstance(run, (str, os.PathLike, persistence.LoadedRun)):
+    run_dir = Path(run) if isinstance(run, (str, os.PathLike)) else Path(str(getattr(run, "run_dir", "")))
+    if workers <= 1 or not isinstance(run, (str, os.PathLike, persistence.LoadedRun)) or not run_dir.is_dir():
         return predict_files(run, paths_or_dirs, out=out, skipped=None if skipped is None else [], **kwargs)
     if not isinstance(run, persistence.LoadedRun):
         run = persistence.load_run(run, fmt=kwargs.get("fmt", "keras"), compile=False)
