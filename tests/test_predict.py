@@ -299,3 +299,24 @@ def test_a_model_with_a_lambda_layer_is_one_clear_message(tmp_path, real_ds, inp
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert f"{run / 'model.keras'}: the model holds a Lambda layer (arbitrary Python code)" in err
+
+
+def test_cli_predict_spectro1d_adds_the_emulated_pipeline_decision(tmp_path, run_dir, inputs, capsys):
+    from specclass.cli import main
+    from specclass.io import read_spectrum
+
+    out = tmp_path / "p.csv"
+    files = inputs[2:5]  # three spec-lite files of sdss/spectra2
+    assert main(["predict", str(run_dir), *map(str, files), "--out", str(out), "--spectro1d"]) == 0
+    assert "emulated SDSS pipeline (spectro1d): agrees with the network on" in capsys.readouterr().out
+    with open(out) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3
+    for r in rows:
+        spec = read_spectrum(r["file"])
+        assert r["spectro1d_class"] == spec.meta.class_  # these files' pipeline CLASS
+        assert r["spectro1d_label"] == spec.meta.class_  # class3 run: the label is the CLASS
+        assert abs(float(r["spectro1d_z"]) - spec.meta.z) < 0.01
+    # without the flag the CSV has no emulator columns
+    assert main(["predict", str(run_dir), str(files[0]), "--out", str(tmp_path / "q.csv")]) == 0
+    assert "spectro1d_class" not in (tmp_path / "q.csv").read_text().splitlines()[0]
