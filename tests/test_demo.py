@@ -66,7 +66,7 @@ def test_demo_end_to_end_short(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(list(sample.spectra_dir().iterdir()))
     assert all(r["predicted_class"] in {"AGN", "GALAXY", "QSO", "STAR"} for r in rows)
-    assert json.loads((out / "summary.json").read_text())["models"]["spectral_resnet"]["accuracy"] is not None
+    assert json.loads((out / "summary.json").read_text())["models"]["spectral_tutorial"]["accuracy"] is not None
     assert any("predictions:" in line for line in lines)
     assert summary["predictions"]["classified"] == len(rows)
     assert all(r["in_test_split"] for r in summary["predictions"]["rows"])

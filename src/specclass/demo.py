@@ -7,9 +7,10 @@ network and no data outside the package (:mod:`specclass.sample`):
    add the pre-gridded sample spectra, assign seeded, class-stratified,
    object-grouped train/val/test splits, save ``OUT/dataset.h5`` (and the
    skipped-files report);
-2. **train** the default network (``spectral_resnet``) into ``OUT/run/`` and,
-   unless ``compare_tutorial=False``, the tutorial's network
-   (``spectral_tutorial``) on the same splits into ``OUT/run-tutorial/``;
+2. **train** the default network (:data:`specclass.models.DEFAULT_MODEL`, ``spectral_tutorial``)
+   the specclass way (pipeline-labelled simulated spectra in train, augmentation, best epoch by
+   validation balanced accuracy) into ``OUT/run/`` and, unless ``compare_tutorial=False``, the
+   tutorial's network the tutorial's way (no augmentation) on the same splits into ``OUT/run-tutorial/``;
 3. **evaluate** each on the held-out test split: ``metrics.json``, confusion
    matrices, curves, misclassified gallery and a self-contained ``report.html``
    in each run folder;
@@ -110,7 +111,7 @@ def run_demo(
     batch_size: int = DEMO_DEFAULTS["batch_size"],
     early_stopping: int | None = DEMO_DEFAULTS["early_stopping"],
     seed: int = DEMO_DEFAULTS["seed"],
-    model: str = "spectral_resnet",
+    model: str | None = None,
     compare_tutorial: bool = True,
     n_sim_per_class: int = DEMO_DEFAULTS["n_sim_per_class"],
     verbose: int = 2,
@@ -136,12 +137,17 @@ def run_demo(
     from specclass.predict import predict_files
     from specclass.training import train
 
+    from specclass.models import DEFAULT_MODEL
+
+    model = model or DEFAULT_MODEL
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    runs = {model: out_dir / "run"}
-    if compare_tutorial and model != "spectral_tutorial":
-        runs["spectral_tutorial"] = out_dir / "run-tutorial"
+    # run label -> (network, run folder, trained the specclass way?)
+    runs = {model: (model, out_dir / "run", True)}
+    if compare_tutorial:
+        label = "spectral_tutorial (tutorial recipe)" if model == "spectral_tutorial" else "spectral_tutorial"
+        runs[label] = ("spectral_tutorial", out_dir / "run-tutorial", False)
     n_steps = 2 * len(runs) + 2
     log(f"[1/{n_steps}] building the dataset from the embedded sample -> {out_dir / 'dataset.h5'}")
     ds, report, ds_path = build_demo_dataset(out_dir, seed=seed, n_sim_per_class=n_sim_per_class, log=log)
@@ -149,13 +155,13 @@ def run_demo(
     summary: dict[str, Any] = {"dataset": str(ds_path), "n_spectra": len(ds), "class_names": ds.class_names,
                                "split_counts": ds.attrs.get("split", {}).get("counts"), "models": {}}
     step = 2
-    for name, run_dir in runs.items():
+    for name, (net, run_dir, specclass_way) in runs.items():
         log(f"[{step}/{n_steps}] training {name} ({epochs} epochs max, batch {batch_size}) -> {run_dir}")
         step += 1
         t = time.perf_counter()
-        result = train(ds_path, name, run_dir, epochs=epochs, batch_size=batch_size, seed=seed,
-                       early_stopping=early_stopping, augment=(name != "spectral_tutorial"),
-                       monitor="val_loss", verbose=verbose)
+        result = train(ds_path, net, run_dir, epochs=epochs, batch_size=batch_size, seed=seed,
+                       early_stopping=early_stopping, augment=specclass_way,
+                       monitor="val_balanced_accuracy" if specclass_way else "val_loss", verbose=verbose)
         train_s = time.perf_counter() - t
         reused = bool(result.initial_epoch and result.epochs_done == result.initial_epoch)
         if reused:  # the recorded training time of the session that trained it
@@ -178,7 +184,7 @@ def run_demo(
             "val_ece": None if cal is None else [cal.ece_before, cal.ece_after],
             "val_nll": None if cal is None else [cal.nll_before, cal.nll_after],
         }
-    main_run = runs[model]
+    main_run = runs[model][1]
     pred_csv = out_dir / "predictions.csv"
     log(f"[{n_steps}/{n_steps}] classifying the raw sample files (held out of training) with {main_run} -> {pred_csv}")
     rows, failures = predict_files(main_run, sample.spectra_dir(), out=pred_csv)

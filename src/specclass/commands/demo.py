@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=DEMO_DEFAULTS["epochs"], help="max epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=DEMO_DEFAULTS["batch_size"], help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=DEMO_DEFAULTS["seed"], help="(default: %(default)s)")
-    p.add_argument("--model", default="spectral_resnet", help="main network (default: %(default)s)")
+    p.add_argument("--model", default=None, help="main network (default: specclass.models.DEFAULT_MODEL, spectral_tutorial)")
     p.add_argument("--n-sim-per-class", type=int, default=DEMO_DEFAULTS["n_sim_per_class"],
                    help="simulated spectra per class added to the training split only; 0 = real only "
                         "(default: %(default)s)")

@@ -3,7 +3,7 @@
 ::
 
     specclass models
-    specclass train DATASET --model spectral_resnet --epochs 30 --batch-size 32 --out RUN
+    specclass train DATASET --model spectral_tutorial --epochs 30 --batch-size 64 --out RUN
     specclass train DATASET --out RUN --ensemble 5        # 5 members, seeds 42..46 (specclass.ensemble)
     specclass evaluate RUN DATASET --split test
     specclass predict [RUN] FILES_OR_DIRS... --out predictions.csv [--uncertain-below 0.5] [--no-calibration]

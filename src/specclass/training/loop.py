@@ -98,7 +98,7 @@ def _accepts(model_name: str) -> set[str]:
 # --------------------------------------------------------------------------- train
 def train(
     dataset: "SpectralDataset | str | os.PathLike",
-    model_name: str = "spectral_resnet",
+    model_name: str = "spectral_tutorial",
     out_dir: str | os.PathLike = "run",
     epochs: int = 20,
     batch_size: int = 32,
