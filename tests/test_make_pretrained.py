@@ -23,12 +23,13 @@ def test_make_pretrained_packages_a_run_that_predict_uses(sdss_dir, tmp_path, mo
     proc = subprocess.run(
         [sys.executable, str(REPO / "tools" / "make_pretrained.py"), str(data), "--scheme", "class3",
          "--workdir", str(tmp_path / "work"), "--dest", str(dest),
-         "--", "--epochs", "1", "--model-option", "filters=[16,16]"],
+         "--", "--epochs", "1", "--model", "spectral_resnet", "--model-option", "filters=[16,16]",
+         "--n-sim-per-class", "0"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in dest.iterdir()) == sorted(
-        ["MODEL_CARD.md", "calibration.json", "config.json", "metrics.json", "model.keras", "model.numpy.h5",
+        ["MODEL_CARD.md", "calibration.json", "config.json", "metrics.json", "model.numpy.h5",
          "preprocessing.json"])
     card = (dest / "MODEL_CARD.md").read_text()
     for section in ("## Data", "## Recipe", "## Figures", "## Cross-validated figures", "## Known weaknesses"):

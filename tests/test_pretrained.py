@@ -40,4 +40,34 @@ def test_pretrained_lookup(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ValueError, match="allowed seed4, class3"):
         pretrained_dir("star_subclass")
     monkeypatch.delenv("SPECCLASS_PRETRAINED")
-    assert pretrained_dir("seed4") is None  # nothing is packaged in this source tree yet
+    for scheme in ("seed4", "class3"):  # both packaged (tools/make_pretrained.py), numpy export only
+        run = pretrained_dir(scheme)
+        assert run is not None and (run / "model.numpy.h5").is_file() and (run / "MODEL_CARD.md").is_file()
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness of the packaged seed4 network (MODEL_CARD.md): it calls the "
+                   "'AGN BROADLINE' galaxy spec-0522-52024-0396 a STAR at p = 0.9999; the emulated pipeline "
+                   "(predict --spectro1d) calls it GALAXY")
+def test_packaged_classifier_never_calls_emission_line_galaxies_or_broad_line_qsos_star(sdss_dir, tmp_path):
+    """Sanity on real spec files: the default (pretrained seed4) classifier never calls a
+    strong-emission-line galaxy (SUBCLASS STARFORMING/STARBURST/AGN) or a broad-line QSO a STAR."""
+    from specclass.io import read_spectrum
+    from specclass.predict import predict_files
+
+    run = pretrained_dir("seed4")
+    folder = sdss_dir / "spectra"
+    if run is None or not folder.is_dir():
+        pytest.skip("no packaged classifier or no real spectra")
+    picked = []
+    for path in sorted(folder.glob("spec-*.fits")):
+        m = read_spectrum(path).meta
+        if (m.class_ == "GALAXY" and any(k in m.subclass for k in ("STARFORMING", "STARBURST", "AGN"))) or (
+                m.class_ == "QSO" and "BROADLINE" in m.subclass):
+            picked.append(path)
+    assert len(picked) >= 50
+    from specclass.inference.load import load_any_run
+
+    rows, failures = predict_files(load_any_run(run), picked)
+    assert not failures and len(rows) == len(picked)
+    stars = [(r["file"], r["file_class"], r["file_subclass"], r["probability"]) for r in rows if r["predicted_class"] == "STAR"]
+    assert not stars, stars

@@ -122,7 +122,8 @@ def _member_numpy_loader(member: Path) -> LoadedRun:
 
 
 def load_any_run(run: str | os.PathLike, fmt: str = "keras") -> LoadedRun:
-    """A run folder (Keras; or its ``model.numpy.h5`` when Keras cannot be imported) or an exported file.
+    """A run folder (Keras; or its ``model.numpy.h5`` when Keras cannot be imported or the folder
+    has no ``model.keras``, as the packaged pretrained classifiers) or an exported file.
 
     Args:
         run: run folder (or ensemble folder: without Keras, its members' ``model.numpy.h5``),
@@ -147,4 +148,6 @@ def load_any_run(run: str | os.PathLike, fmt: str = "keras") -> LoadedRun:
             return load_exported(p / "model.numpy.h5")
         raise RunFolderError(f"{p}: Keras is not installed and the run folder has no model.numpy.h5 "
                              "(make it where Keras is: 'specclass export RUN')") from None
+    if fmt == "keras" and not (p / "model.keras").is_file() and (p / "model.numpy.h5").is_file():
+        return load_exported(p / "model.numpy.h5")  # e.g. the packaged pretrained classifiers (numpy only)
     return load_run(p, fmt=fmt, compile=False)
