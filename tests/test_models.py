@@ -199,7 +199,7 @@ def test_models_listing_agrees_with_the_registry_without_importing_keras():
             "print('heavy:', sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules)); sys.exit(rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "spectral_resnet (default): " in out.stdout and "heavy: []" in out.stdout
+    assert "spectral_tutorial (default): " in out.stdout and "heavy: []" in out.stdout
 
 
 _RETRACE = r"""

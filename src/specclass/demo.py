@@ -146,7 +146,7 @@ def run_demo(
     # run label -> (network, run folder, trained the specclass way?)
     runs = {model: (model, out_dir / "run", True)}
     if compare_tutorial:
-        label = "spectral_tutorial (tutorial recipe)" if model == "spectral_tutorial" else "spectral_tutorial"
+        label = "tutorial recipe" if model == "spectral_tutorial" else "spectral_tutorial"
         runs[label] = ("spectral_tutorial", out_dir / "run-tutorial", False)
     n_steps = 2 * len(runs) + 2
     log(f"[1/{n_steps}] building the dataset from the embedded sample -> {out_dir / 'dataset.h5'}")

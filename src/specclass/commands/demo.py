@@ -33,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from specclass.demo import run_demo
-    from specclass.models import list_models
+    from specclass.models import DEFAULT_MODEL, list_models
 
+    args.model = args.model or DEFAULT_MODEL
     if args.model not in list_models():
         raise CLIError(f"--model {args.model!r} is not a registered model; choose from {', '.join(list_models())}")
     if args.n_sim_per_class < 0:

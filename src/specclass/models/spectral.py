@@ -163,8 +163,10 @@ def spectral_resnet(
     decay_steps: int | None = None,
     warmup_steps: int = 0,
 ) -> keras.Model:
-    """Small residual 1-D CNN that keeps emission-line resolution (the specclass default until the
-    pipeline-labelled recipe, under which :func:`spectral_tutorial` cross-validated better).
+    """Small residual 1-D CNN that keeps emission-line resolution.
+
+    It was the specclass default until the pipeline-labelled recipe, under which
+    :func:`spectral_tutorial` cross-validated better (README "Benchmarks").
 
     Design (and why):
 
