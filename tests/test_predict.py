@@ -182,7 +182,7 @@ def test_cli_train_predict_evaluate_models(tmp_path, real_ds, inputs, capsys):
 def test_python_m_specclass_models_lists_the_registry():
     out = subprocess.run([sys.executable, "-m", "specclass", "models"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "spectral_resnet (default)" in out.stdout and "spectral_tutorial" in out.stdout
+    assert "spectral_tutorial (default)" in out.stdout and "spectral_resnet" in out.stdout
     assert "options:" in out.stdout
 
 
