@@ -256,6 +256,27 @@ def _dup_key(plate: int, mjd: int, fiberid: int) -> str | None:
     return None
 
 
+def cross_part_duplicates(ds: SpectralDataset, kept_keys: dict[str, str], duplicates: list[Skipped]) -> np.ndarray:
+    """``(N,)`` bool keep-mask of ``ds``'s rows whose PLATE-MJD-FIBERID an earlier part already holds.
+
+    For merging parts built separately (SLURM shards, ``--workers`` blocks), each free of
+    duplicates itself: ``kept_keys`` (key -> file kept) is updated with this part's rows, and
+    each dropped row is appended to ``duplicates`` with the reason, as a one-pass build reports it.
+    """
+    keep = np.ones(len(ds), dtype=bool)
+    cols = (ds.meta["plate"].tolist(), ds.meta["mjd"].tolist(), ds.meta["fiberid"].tolist(), ds.meta["file"].tolist())
+    for r, (pl, mj, fi, fname) in enumerate(zip(*cols)):
+        key = _dup_key(pl, mj, fi)
+        if key is None:
+            continue
+        if key in kept_keys:
+            keep[r] = False
+            duplicates.append(Skipped(str(fname), "duplicate", _dup_reason(kept_keys[key], key)))
+        else:
+            kept_keys[key] = str(fname)
+    return keep
+
+
 def _dup_reason(kept_file: str, key: str) -> str:
     return f"duplicate of {kept_file} (same PLATE-MJD-FIBERID {key})"
 
@@ -694,19 +715,8 @@ def merge_datasets(
         ds = SpectralDataset.load(p)
         if len(ds) != n_rows or ds.flux.shape[1] != grid.npix:
             raise ValueError(f"{p}: changed while merging (expected {n_rows} x {grid.npix})")
-        keep = np.ones(n_rows, dtype=bool)
-        if dedupe:  # each shard is free of duplicates; look across shards
-            for r, (pl, mj, fi, fname) in enumerate(
-                zip(ds.meta["plate"].tolist(), ds.meta["mjd"].tolist(), ds.meta["fiberid"].tolist(), ds.meta["file"].tolist())
-            ):
-                key = _dup_key(pl, mj, fi)
-                if key is None:
-                    continue
-                if key in kept_keys:
-                    keep[r] = False
-                    duplicates.append(Skipped(str(fname), "duplicate", _dup_reason(kept_keys[key], key)))
-                else:
-                    kept_keys[key] = str(fname)
+        # each shard is free of duplicates; look across shards
+        keep = cross_part_duplicates(ds, kept_keys, duplicates) if dedupe else np.ones(n_rows, dtype=bool)
         n_keep = int(keep.sum())
         flux[row : row + n_keep] = ds.flux[keep] if n_keep < n_rows else ds.flux
         ivar[row : row + n_keep] = ds.ivar[keep] if n_keep < n_rows else ds.ivar

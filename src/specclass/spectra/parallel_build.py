@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from specclass.spectra import zwarning as zw
-from specclass.spectra.build import BuildError, BuildReport, Skipped, _dup_key, _dup_reason, build_rows
+from specclass.spectra.build import BuildError, BuildReport, Skipped, build_rows, cross_part_duplicates
 from specclass.spectra.dataset import SpectralDataset
 from specclass.spectra.labels import get_scheme
 
@@ -85,18 +85,8 @@ def _join(results: list[tuple[SpectralDataset, BuildReport]], file_index: dict[s
     duplicates: list[Skipped] = []
     keeps = []
     for ds, _ in results:
-        keep = np.ones(len(ds), dtype=bool)
-        if dedupe:  # each block is free of duplicates; look across blocks
-            for r, (pl, mj, fi, fname) in enumerate(zip(ds.meta["plate"].tolist(), ds.meta["mjd"].tolist(),
-                                                        ds.meta["fiberid"].tolist(), ds.meta["file"].tolist())):
-                key = _dup_key(pl, mj, fi)
-                if key is None:
-                    continue
-                if key in kept_keys:
-                    keep[r] = False
-                    duplicates.append(Skipped(str(fname), "duplicate", _dup_reason(kept_keys[key], key)))
-                else:
-                    kept_keys[key] = str(fname)
+        # each block is free of duplicates; look across blocks
+        keep = cross_part_duplicates(ds, kept_keys, duplicates) if dedupe else np.ones(len(ds), dtype=bool)
         keeps.append(keep)
     names = [ds.class_names[i] for (ds, _), keep in zip(results, keeps) for i in ds.labels[keep].tolist()]
     class_names = scheme.class_names_for(names)
