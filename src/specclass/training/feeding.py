@@ -54,6 +54,15 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> dict[int, floa
 
 
 
+def _training_batch(seq: Any, flux: np.ndarray, ivar: np.ndarray, index: int, rows: np.ndarray) -> tuple:
+    """``(x, y, sample_weight)`` of one training batch: augmented (seeded by seed, epoch and batch
+    index, so in-memory and streamed feeding give the same batches) and preprocessed."""
+    if seq.augmentation is not None and seq.augmentation.enabled:
+        rng = np.random.default_rng([seq.seed, seq.epoch, index])
+        flux, ivar = seq.augmentation.apply(flux, ivar, rng)
+    return seq.preprocessor.transform(flux, ivar), seq.y[rows], seq.w[rows]
+
+
 def _spectra_sequence_class() -> type:
     import keras
 
@@ -80,11 +89,7 @@ def _spectra_sequence_class() -> type:
 
         def __getitem__(self, index: int):
             rows = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
-            flux, ivar = self.flux[rows], self.ivar[rows]
-            if self.augmentation is not None and self.augmentation.enabled:
-                rng = np.random.default_rng([self.seed, self.epoch, index])
-                flux, ivar = self.augmentation.apply(flux, ivar, rng)
-            return self.preprocessor.transform(flux, ivar), self.y[rows], self.w[rows]
+            return _training_batch(self, self.flux[rows], self.ivar[rows], index, rows)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
@@ -228,10 +233,7 @@ def _streaming_sequence_class() -> type:
                 sel = bufs == b
                 at = np.searchsorted(pos, rows[sel])
                 flux[sel], ivar[sel] = bflux[at], bivar[at]
-            if self.augmentation is not None and self.augmentation.enabled:
-                rng = np.random.default_rng([self.seed, self.epoch, index])
-                flux, ivar = self.augmentation.apply(flux, ivar, rng)
-            return self.preprocessor.transform(flux, ivar), self.y[rows], self.w[rows]
+            return _training_batch(self, flux, ivar, index, rows)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
