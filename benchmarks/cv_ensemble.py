@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             e = results[-1]["real FITS, out-of-fold"]
             print(f"{scheme} {name}: FITS bal.acc {e['balanced_accuracy']:.3f} acc {e['accuracy']:.3f}", flush=True)
     report = {"benchmark": "cv_ensemble", "command": command_line(), "date_utc": utc_now(), "settings": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        k: (Path(v).name if isinstance(v, Path) else v) for k, v in vars(args).items()},  # no machine paths
         "seconds": round(time.time() - t0, 1), "environment": environment(), "results": results}
 
     def md(r: dict[str, Any]) -> str:

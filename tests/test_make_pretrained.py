@@ -31,6 +31,8 @@ def test_make_pretrained_packages_a_run_that_predict_uses(sdss_dir, tmp_path, mo
     assert sorted(p.name for p in dest.iterdir()) == sorted(
         ["MODEL_CARD.md", "calibration.json", "config.json", "metrics.json", "model.numpy.h5",
          "preprocessing.json"])
+    for f in dest.glob("*.json"):  # a packaged file never names the machine it was made on
+        assert '"/' not in f.read_text(), f.name
     card = (dest / "MODEL_CARD.md").read_text()
     for section in ("## Data", "## Recipe", "## Figures", "## Cross-validated figures", "## Known weaknesses"):
         assert section in card

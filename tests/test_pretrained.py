@@ -43,6 +43,8 @@ def test_pretrained_lookup(tmp_path: Path, monkeypatch) -> None:
     for scheme in ("seed4", "class3"):  # both packaged (tools/make_pretrained.py), numpy export only
         run = pretrained_dir(scheme)
         assert run is not None and (run / "model.numpy.h5").is_file() and (run / "MODEL_CARD.md").is_file()
+        for f in run.glob("*.json"):  # no absolute machine paths in what is shipped
+            assert '"/' not in f.read_text(), f
 
 
 @pytest.mark.xfail(strict=True, reason="known weakness of the packaged seed4 network (MODEL_CARD.md): it calls the "

@@ -46,6 +46,34 @@ SHIPPED = ("model.numpy.h5", "preprocessing.json", "calibration.json", "config.j
            "metrics.json", "MODEL_CARD.md")
 
 
+def portable_paths(obj: Any, run: Path) -> Any:
+    """``obj`` (parsed JSON) with no absolute machine path left: paths inside the run folder become
+    their name, spectrum files of the shared data ``sdss/...`` (the part from the survey folder on),
+    any other absolute path its file name. A packaged file must not name the machine it was made on.
+    """
+    if isinstance(obj, dict):
+        return {k: portable_paths(v, run) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable_paths(v, run) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/") and len(obj) > 1:
+        p = Path(obj)
+        try:
+            return str(p.relative_to(run))
+        except ValueError:
+            pass
+        parts = p.parts
+        for survey in ("sdss", "other_surveys"):
+            if survey in parts:
+                return str(Path(*parts[parts.index(survey):]))
+        return p.name
+    return obj
+
+
+def _write_portable_json(src: Path, dst: Path, run: Path) -> None:
+    data = json.loads(src.read_text(encoding="utf-8"))
+    dst.write_text(json.dumps(portable_paths(data, run), indent=1) + "\n", encoding="utf-8")
+
+
 def _cli(*argv: str) -> None:
     from specclass.cli import main
 
@@ -178,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     dest.mkdir(parents=True)
     for name in SHIPPED:
         if (run / name).is_file():
-            shutil.copyfile(run / name, dest / name)
+            if name.endswith(".json"):
+                _write_portable_json(run / name, dest / name, run)
+            else:
+                shutil.copyfile(run / name, dest / name)
     size = sum(p.stat().st_size for p in dest.iterdir())
     print(f"packaged {dest} ({size / 1024:.0f} KiB): {', '.join(sorted(p.name for p in dest.iterdir()))}")
     print(f"review {dest / 'MODEL_CARD.md'} (TODO sections), then: specclass predict SPECTRA --pretrained {args.scheme}")
