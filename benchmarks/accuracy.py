@@ -129,17 +129,14 @@ def simulated_sets(n_sim: int, scheme: str, seed: int, sim_labels: str) -> dict[
 def emulator_proba(ds: Any, scheme: str) -> np.ndarray:
     """``(N, C)`` one-hot probabilities of the pipeline emulator's label for every row of ``ds``
     (run on the gridded spectra the networks see; uniform where it gives no label)."""
-    from specclass.simulate.pipeline_labels import pipeline_labels
-    from specclass.spectra.labels import get_scheme
+    from specclass.simulate.pipeline_labels import label_indices, pipeline_labels
 
     lab = pipeline_labels(ds.loglam, ds.flux, ds.ivar, lines=scheme != "class3")
-    sch = get_scheme(scheme)
+    idx = label_indices(lab, scheme, list(ds.class_names))
     proba = np.full((len(ds), len(ds.class_names)), 1.0 / len(ds.class_names), np.float32)
-    for i, (c, s) in enumerate(zip(lab["class"], lab["subclass"])):
-        name = sch(c, s)[0] if c else None
-        if name in ds.class_names:
-            proba[i] = 0.0
-            proba[i, ds.class_names.index(name)] = 1.0
+    rows = np.flatnonzero(idx >= 0)
+    proba[rows] = 0.0
+    proba[rows, idx[rows]] = 1.0
     return proba
 
 

@@ -303,18 +303,16 @@ def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarr
     Raises:
         specclass.spectro1d.ScanError: the grid is not in uniform 1e-4 dex steps.
     """
-    from specclass.simulate.pipeline_labels import pipeline_labels
-    from specclass.spectra.labels import get_scheme
+    from specclass.simulate.pipeline_labels import label_indices, pipeline_labels
 
     scheme_name = "seed4" if "AGN" in class_names else "class3"
-    scheme = get_scheme(scheme_name)
     lab = pipeline_labels(loglam, flux, ivar, lines=scheme_name == "seed4", workers=1, use_cache=False)
+    idx = label_indices(lab, scheme_name, list(class_names))
     for i, row in enumerate(rows):
-        c, sub = str(lab["class"][i]), str(lab["subclass"][i])
-        row["spectro1d_class"], row["spectro1d_subclass"] = c, sub
+        row["spectro1d_class"], row["spectro1d_subclass"] = str(lab["class"][i]), str(lab["subclass"][i])
         row["spectro1d_z"] = float(lab["z"][i])
         row["spectro1d_rchi2diff"] = float(lab["rchi2diff"][i])
-        row["spectro1d_label"] = (scheme(c, sub)[0] or "") if c else ""
+        row["spectro1d_label"] = class_names[idx[i]] if idx[i] >= 0 else ""
 
 
 def predict_dataset(

@@ -100,6 +100,20 @@ def pipeline_labels(
     return out
 
 
+def label_indices(lab: dict[str, np.ndarray], scheme_name: str, class_names: list[str]) -> np.ndarray:
+    """``(N,)`` int64 index into ``class_names`` of the label each emulated (CLASS, SUBCLASS) gets under
+    the scheme; -1 where the emulator found no fit or the scheme gives no label in ``class_names``."""
+    from specclass.spectra.labels import get_scheme
+
+    scheme = get_scheme(scheme_name)
+    out = np.full(len(lab["class"]), -1, np.int64)
+    for i, (c, s) in enumerate(zip(lab["class"], lab["subclass"])):
+        name = scheme(c, s)[0] if c else None
+        if name in class_names:
+            out[i] = class_names.index(name)
+    return out
+
+
 def relabel(ds, workers: int | None = None, use_cache: bool = True):
     """A copy of a simulated dataset labelled by the emulated pipeline.
 
@@ -124,15 +138,11 @@ def relabel(ds, workers: int | None = None, use_cache: bool = True):
     scheme_name = ds.attrs.get("label_scheme")
     if not scheme_name:
         raise ValueError("dataset has no 'label_scheme' attribute: cannot relabel")
-    scheme = get_scheme(scheme_name)
+    get_scheme(scheme_name)  # an unknown scheme fails here, before the emulator runs
     lab = pipeline_labels(ds.loglam, ds.flux, ds.ivar, lines=scheme_name != "class3", workers=workers,
                           use_cache=use_cache)
     class_names = list(ds.class_names)
-    new = np.full(len(ds), -1, np.int64)
-    for i, (c, s) in enumerate(zip(lab["class"], lab["subclass"])):
-        name = scheme(c, s)[0] if c else None
-        if name in class_names:
-            new[i] = class_names.index(name)
+    new = label_indices(lab, scheme_name, class_names)
     keep = new >= 0
     built = [class_names[j] for j in np.asarray(ds.labels)]
     table: dict[str, dict[str, int]] = {}

@@ -109,12 +109,6 @@ def _galaxy_continuum() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(t.loglam, np.float64), np.asarray(t.flux, np.float64)
 
 
-def _gauss(lam: np.ndarray, center: float, sigma_kms: float) -> np.ndarray:
-    """Unit-area Gaussian in wavelength, ``(N,)`` per Å."""
-    s = center * sigma_kms / C_KMS
-    return np.exp(-0.5 * ((lam - center) / s) ** 2) / (np.sqrt(2 * np.pi) * s)
-
-
 def fit_lines(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float, class_: str) -> LineFit | None:
     """Fit the line list at redshift ``z`` for a GALAXY or QSO.
 

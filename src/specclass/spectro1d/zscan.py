@@ -123,9 +123,7 @@ def prepare(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, and_mask: np
     wave = 10**loglam
     ivar[(wave < CHOP_DATA[0]) | (wave > CHOP_DATA[1])] = 0.0
     flux = np.where(ivar > 0, flux, 0.0)
-    loglam0 = float(loglam[0])
-    # snap to the uniform grid the steps imply (float32 loglam carries ~2e-7 dex noise)
-    return ObjectSpectrum(loglam0=loglam0, flux=flux, ivar=ivar)
+    return ObjectSpectrum(loglam0=float(loglam[0]), flux=flux, ivar=ivar)
 
 
 def _correlate(obj: np.ndarray, rows: np.ndarray, lags: np.ndarray, cache: dict, key: str) -> np.ndarray:
