@@ -128,10 +128,12 @@ def simulated_sets(n_sim: int, scheme: str, seed: int, sim_labels: str) -> dict[
 
 def emulator_proba(ds: Any, scheme: str) -> np.ndarray:
     """``(N, C)`` one-hot probabilities of the pipeline emulator's label for every row of ``ds``
-    (run on the gridded spectra the networks see; uniform where it gives no label)."""
-    from specclass.simulate.pipeline_labels import label_indices, pipeline_labels
+    (run on the gridded spectra the networks see, with the template generation of each
+    spectrum's own reduction; uniform where it gives no label)."""
+    from specclass.simulate.pipeline_labels import generations, label_indices, pipeline_labels
 
-    lab = pipeline_labels(ds.loglam, ds.flux, ds.ivar, lines=scheme != "class3")
+    lab = pipeline_labels(ds.loglam, ds.flux, ds.ivar, lines=scheme != "class3",
+                          generation=generations(ds.meta, len(ds)))
     idx = label_indices(lab, scheme, list(ds.class_names))
     proba = np.full((len(ds), len(ds.class_names)), 1.0 / len(ds.class_names), np.float32)
     rows = np.flatnonzero(idx >= 0)

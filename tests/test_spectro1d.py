@@ -152,3 +152,30 @@ def test_emission_line_galaxies_and_broad_line_qsos_are_never_star(sdss_dir):
         assert r.class_ != "STAR", f"{path.name}: {spec.meta.class_} {sub!r} emulated as STAR"
         checked += 1
     assert checked >= 50
+
+
+def test_template_generation_from_run2d_and_survey():
+    from specclass.spectro1d.templates import generation_of
+
+    assert generation_of("26", "sdss") == "sdss" and generation_of("v5_13_2", "") == "boss"
+    assert generation_of("", "mastar") == "boss" and generation_of("", "eBOSS") == "boss"
+    assert generation_of("", "sdss") == "sdss" and generation_of("", "") == "sdss"
+    assert generation_of("", "", loglam_max=np.log10(10300.0)) == "boss"
+
+
+def test_mastar_o_star_is_a_star_with_the_boss_templates(sdss_dir):
+    """MaStar files carry no RUN2D: the emulator used the SDSS-I/II templates on this O6.5V star
+    (row 0) and called it a QSO at z = 1.37 (reduced chi2 5 better than the best -53724 star);
+    the BOSS-spectrograph survey picks the BOSS templates, whose O stars fit it."""
+    from specclass.simulate.pipeline_labels import generations, pipeline_labels
+    from specclass.spectra.build import build_dataset
+
+    mastar = sdss_dir / "spectra2" / "other_layouts" / "mastar_example_spectral_types.fits"
+    ds, _ = build_dataset([mastar], labels="class3", val_frac=0, test_frac=0)
+    row0 = ds.subset(np.flatnonzero(ds.meta["row"] == 0))
+    gen = generations(row0.meta, len(row0))
+    assert gen.tolist() == ["boss"]
+    lab = pipeline_labels(row0.loglam, row0.flux, row0.ivar, lines=False, use_cache=False, generation=gen)
+    assert lab["class"].tolist() == ["STAR"]
+    with pytest.raises(ValueError, match="generation"):
+        pipeline_labels(row0.loglam, row0.flux, row0.ivar, lines=False, use_cache=False, generation=["x"])

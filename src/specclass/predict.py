@@ -216,6 +216,7 @@ def predict_files(
         ValueError: ``uncertain_below`` outside ``[0, 1]``.
     """
     from specclass.io import find_spectrum_files, iter_spectra
+    from specclass.spectro1d.templates import generation_of
 
     uncertain_below = check_threshold(uncertain_below)
     run = _as_run(run_dir, fmt)
@@ -229,6 +230,7 @@ def predict_files(
     metas: list[dict[str, Any]] = []
     fluxes: list[np.ndarray] = []
     ivars: list[np.ndarray] = []
+    gens: list[str] = []  # template generation of each buffered spectrum (for spectro1d)
     failures: list[dict[str, str]] = []
     rows: list[dict[str, Any]] = []
 
@@ -238,8 +240,9 @@ def predict_files(
                                    temperature=temperature)
             new = [_row(meta, p, pre.class_names, uncertain_below) for meta, p in zip(metas, proba)]
             if spectro1d:
-                add_spectro1d(new, pre.loglam, np.stack(fluxes), np.stack(ivars), pre.class_names)
+                add_spectro1d(new, pre.loglam, np.stack(fluxes), np.stack(ivars), pre.class_names, gens)
             rows.extend(new)
+            gens.clear()
             metas.clear()
             fluxes.clear()
             ivars.clear()
@@ -281,6 +284,7 @@ def predict_files(
         })
         fluxes.append(flux)
         ivars.append(ivar)
+        gens.append(generation_of(m.run2d, m.survey))
         if len(metas) >= chunk:
             flush()
     flush()
@@ -290,7 +294,7 @@ def predict_files(
 
 
 def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
-                  class_names: list[str]) -> None:
+                  class_names: list[str], generation: list[str] | str = "sdss") -> None:
     """Add the emulated SDSS pipeline's decision to prediction rows, in place.
 
     Args:
@@ -299,6 +303,8 @@ def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarr
         flux, ivar: ``(N, L)`` the gridded spectra of ``rows``.
         class_names: the run's classes; ``spectro1d_label`` maps the emulated CLASS/SUBCLASS
             into them with 'seed4' (4 classes with AGN) or 'class3' rules.
+        generation: template generation per row ('sdss'/'boss', from each file's RUN2D and
+            survey: :func:`specclass.spectro1d.templates.generation_of`) or one for all.
 
     Raises:
         specclass.spectro1d.ScanError: the grid is not in uniform 1e-4 dex steps.
@@ -306,7 +312,8 @@ def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarr
     from specclass.simulate.pipeline_labels import label_indices, pipeline_labels
 
     scheme_name = "seed4" if "AGN" in class_names else "class3"
-    lab = pipeline_labels(loglam, flux, ivar, lines=scheme_name == "seed4", workers=1, use_cache=False)
+    lab = pipeline_labels(loglam, flux, ivar, lines=scheme_name == "seed4", workers=1, use_cache=False,
+                          generation=generation if isinstance(generation, str) else np.asarray(generation))
     idx = label_indices(lab, scheme_name, list(class_names))
     for i, row in enumerate(rows):
         row["spectro1d_class"], row["spectro1d_subclass"] = str(lab["class"][i]), str(lab["subclass"][i])

@@ -35,17 +35,17 @@ def cache_dir() -> Path:
     return Path(root) / "spectro1d-labels"
 
 
-def _label_block(args: tuple[np.ndarray, np.ndarray, np.ndarray, bool]) -> dict[str, np.ndarray]:
+def _label_block(args: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray]) -> dict[str, np.ndarray]:
     from specclass.spectro1d import classify
 
-    loglam, flux, ivar, lines = args
+    loglam, flux, ivar, lines, generation = args
     n = flux.shape[0]
     out: dict[str, Any] = {
         "class": np.empty(n, dtype=object), "subclass": np.empty(n, dtype=object),
         "z": np.full(n, np.nan), "rchi2diff": np.full(n, np.nan), "zwarning": np.zeros(n, np.int32),
     }
     for i in range(n):
-        r = classify(loglam, flux[i], ivar[i], run2d="", generation="sdss", lines=lines)
+        r = classify(loglam, flux[i], ivar[i], run2d="", generation=str(generation[i]), lines=lines)
         out["class"][i], out["subclass"][i] = r.class_, r.subclass
         out["z"][i], out["rchi2diff"][i], out["zwarning"][i] = r.z, r.rchi2diff, r.zwarning
     out["class"] = out["class"].astype(str)
@@ -55,7 +55,7 @@ def _label_block(args: tuple[np.ndarray, np.ndarray, np.ndarray, bool]) -> dict[
 
 def pipeline_labels(
     loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, lines: bool = True, workers: int | None = None,
-    use_cache: bool = True,
+    use_cache: bool = True, generation: np.ndarray | list[str] | str = "sdss",
 ) -> dict[str, np.ndarray]:
     """The emulated pipeline decision for every row.
 
@@ -65,6 +65,10 @@ def pipeline_labels(
         lines: fit emission lines (needed for the seed4 AGN subclass; class3 needs only CLASS).
         workers: processes (default: the CPUs this process may use, at most 8).
         use_cache: read/write the on-disk cache (:func:`cache_dir`).
+        generation: the template generation, 'sdss' or 'boss', for all rows or ``(N,)`` one per
+            row (real spectra: :func:`generations` from their RUN2D / survey, as the pipeline
+            used the templates of its own reduction). Simulated spectra are built from SDSS-I/II
+            templates: 'sdss'.
 
     Returns:
         ``{'class', 'subclass'}`` ``(N,)`` str, ``{'z', 'rchi2diff'}`` ``(N,)`` float64,
@@ -73,31 +77,46 @@ def pipeline_labels(
     flux = np.ascontiguousarray(flux, dtype=np.float32)
     ivar = np.ascontiguousarray(ivar, dtype=np.float32)
     loglam = np.asarray(loglam, dtype=np.float64)
+    n = flux.shape[0]
+    gen = np.full(n, generation, dtype="U4") if isinstance(generation, str) else np.asarray(generation, dtype="U4")
+    if gen.shape != (n,) or not np.isin(gen, ("sdss", "boss")).all():
+        raise ValueError(f"generation must be 'sdss', 'boss' or {n} of them, one per row")
     h = hashlib.sha256()
     for a in (loglam, flux, ivar):
         h.update(a.tobytes())
     h.update(f"{EMULATOR_VERSION}:lines={lines}".encode())
+    if (gen != "sdss").any():  # keeps the keys of all-'sdss' (simulated) sets as they were
+        h.update(gen.tobytes())
     path = cache_dir() / f"{h.hexdigest()}.npz"
     if use_cache and path.exists():
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    n = flux.shape[0]
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
     blocks = np.array_split(np.arange(n), max(1, min(n, workers * 4)))
-    jobs = [(loglam, flux[b], ivar[b], lines) for b in blocks if b.size]
+    jobs = [(loglam, flux[b], ivar[b], lines, gen[b]) for b in blocks if b.size]
     if workers > 1 and n > 8:
         with ProcessPoolExecutor(max_workers=workers) as ex:
             parts = list(ex.map(_label_block, jobs))
     else:
         parts = [_label_block(j) for j in jobs]
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else _label_block((loglam, flux, ivar, lines))
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else _label_block((loglam, flux, ivar, lines, gen))
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(tmp, **out)
         os.replace(tmp, path)
     return out
+
+
+def generations(meta: dict[str, Any], n: int) -> np.ndarray:
+    """``(n,)`` template generation per row of a dataset's ``meta`` (its 'run2d' and 'survey'
+    columns, :func:`specclass.spectro1d.templates.generation_of`); 'sdss' where neither is known."""
+    from specclass.spectro1d.templates import generation_of
+
+    run2d = meta.get("run2d", [""] * n)
+    survey = meta.get("survey", [""] * n)
+    return np.array([generation_of(str(r), str(s)) for r, s in zip(run2d, survey)], dtype="U4")
 
 
 def label_indices(lab: dict[str, np.ndarray], scheme_name: str, class_names: list[str]) -> np.ndarray:

@@ -138,6 +138,29 @@ def template_generation(run2d: str, loglam_max: float | None = None) -> str:
     return "boss" if (loglam_max is not None and 10**loglam_max > 9300.0) else "sdss"
 
 
+#: Surveys observed with the BOSS spectrographs (3600-10400 Å), whose spectra the later
+#: template generations describe; SDSS-I/II ('sdss', 'segue1', 'segue2') use the -53724 files.
+BOSS_SURVEYS = frozenset({"boss", "eboss", "sequels", "mastar", "manga", "sdss-v", "bhm", "mwm"})
+
+
+def generation_of(run2d: str = "", survey: str = "", loglam_max: float | None = None) -> str:
+    """The template generation for a spectrum from what its file says about it.
+
+    RUN2D decides when known (:func:`template_generation`); otherwise the survey: BOSS-
+    spectrograph surveys (:data:`BOSS_SURVEYS`, e.g. MaStar, whose files carry no RUN2D) get
+    'boss'; otherwise the wavelength rule of :func:`template_generation`. On a model's grid
+    (which may stop before 9300 Å) pass ``loglam_max=None`` to fall back to 'sdss'.
+
+    Returns:
+        'sdss' or 'boss'.
+    """
+    if (run2d or "").strip():
+        return template_generation(run2d)
+    if (survey or "").strip().lower() in BOSS_SURVEYS:
+        return "boss"
+    return template_generation("", loglam_max)
+
+
 def _read(file: str) -> tuple[np.ndarray, float, list[str]]:
     from astropy.io import fits
 
