@@ -4,10 +4,12 @@ Measured in one run, each step in its own subprocess (peak RSS =
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that process, so steps do not
 inherit each other's peaks), all under ``nice``:
 
-* ``simulate``: ``specclass simulate --n-per-class K`` for ``--sizes`` (total spectra
-  = 4 K, seed4), written chunk by chunk: seconds and peak RSS.
+* ``simulate``: ``specclass simulate --n-per-class K --label-source construction`` for
+  ``--sizes`` (total spectra = 4 K, seed4), written chunk by chunk: seconds and peak RSS.
+  (Labels by construction: the pipeline emulator labels ~10 spectra/s per core, days for
+  a million, and builds the set in memory; see ``specclass simulate --help``.)
 * ``train``: ``specclass.training.train`` of the default network
-  (``spectral_resnet``, batch 32) for one epoch on each file, streamed from the
+  (:data:`specclass.models.DEFAULT_MODEL`, batch 64 as ``specclass train``) for one epoch on each file, streamed from the
   file (``stream=True``), and on the smallest file also in memory (``stream=False``).
   With ``--steps S`` the epoch is cut after S training batches (a callback sets
   ``model.stop_training``), so a large file fits the time budget; validation and the
@@ -46,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import REPO, command_line, environment, run_sentence, shared_data_dir, utc_now, write_report  # noqa: E402
 
 PY = sys.executable
+BATCH = 64  # specclass train's default batch size
 SRC = str(REPO / "src")
 
 
@@ -69,7 +72,7 @@ def step_simulate(k: int, out: str) -> dict:
 
     t0 = time.perf_counter()
     rc = main(["simulate", "--n-per-class", str(k), "--seed", "7", "--out", out, "--overwrite", "--no-progress",
-               "--json"])
+               "--json", "--label-source", "construction"])
     dt = time.perf_counter() - t0
     return {"n": 4 * k, "rc": rc, "seconds": round(dt, 1), "spectra_per_s": round(4 * k / dt, 1),
             "peak_rss_mb": _peak_mb(), "file_gb": round(Path(out).stat().st_size / 1e9, 2)}
@@ -78,6 +81,7 @@ def step_simulate(k: int, out: str) -> dict:
 def step_train(path: str, stream: bool, steps: int, run_dir: str) -> dict:
     import keras
 
+    from specclass.models import DEFAULT_MODEL
     from specclass.training import train
 
     class Cut(keras.callbacks.Callback):
@@ -95,12 +99,12 @@ def step_train(path: str, stream: bool, steps: int, run_dir: str) -> dict:
 
     cut = Cut()
     t0 = time.perf_counter()
-    res = train(path, "spectral_resnet", run_dir, epochs=1, batch_size=32, seed=1, verbose=0, stream=stream,
+    res = train(path, DEFAULT_MODEL, run_dir, epochs=1, batch_size=BATCH, seed=1, verbose=0, stream=stream,
                 extra_callbacks=[cut], resume=False)
     wall = time.perf_counter() - t0
     warm = cut.t[20:]
-    rate = 32 * (len(warm) - 1) / (warm[-1] - warm[0]) if len(warm) > 2 else None
-    return {"stream": stream, "batches": cut.n, "train_spectra_per_s": None if rate is None else round(rate, 1),
+    rate = BATCH * (len(warm) - 1) / (warm[-1] - warm[0]) if len(warm) > 2 else None
+    return {"model": DEFAULT_MODEL, "stream": stream, "batches": cut.n, "train_spectra_per_s": None if rate is None else round(rate, 1),
             "wall_s": round(wall, 1), "peak_rss_mb": _peak_mb(), "n_train": res.config["dataset"]["n_train"],
             "n_rows": res.config["dataset"]["n_rows"]}
 
@@ -194,7 +198,8 @@ def markdown(report: dict) -> str:
              "| ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['n']:,} | {r['seconds']} | {r['spectra_per_s']} | {r['peak_rss_mb']:,} | {r['file_gb']} |"
               for r in report["simulate"]]
-    lines += ["", "## one training epoch of spectral_resnet (batch 32)", "",
+    model = report["train"][0].get("model", "spectral_resnet") if report["train"] else ""
+    lines += ["", f"## one training epoch of {model} (batch {BATCH if model != 'spectral_resnet' else 32})", "",
               "| file | rows | feeding | batches run | training spectra/s | wall (s) | peak RSS (MB) |",
               "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['file']} | {r['n_rows']:,} | {'stream' if r['stream'] else 'in memory'} | {r['batches']} | "
