@@ -162,7 +162,7 @@ def test_streamed_batches_equal_the_in_memory_sequence(sim_pair, augment):
             disk.on_epoch_end()
 
 
-def test_streaming_holds_at_most_two_buffers(sim_pair, tmp_path):
+def test_streaming_holds_at_most_three_buffers_and_reads_ahead(sim_pair, tmp_path):
     ds, _ = sim_pair
     path = tmp_path / "small-chunks.h5"
     order = np.arange(len(ds))
@@ -171,18 +171,26 @@ def test_streaming_holds_at_most_two_buffers(sim_pair, tmp_path):
     write_rows_in_order(path, ds.flux, ds.ivar, order, ds.labels, ds.class_names, ds.loglam, ds.meta,
                         ds.attrs, chunk_rows=8)
     _, disk, lazy = _sequences(ds, path, 24)
-    with lazy:
-        seen = []
+    _, plain, lazy2 = _sequences(ds, path, 24)
+    plain._read_ahead = lambda b: None  # the same sequence without the background reader
+    with lazy, lazy2:
+        seen, ahead = [], 0
         for i in range(len(disk)):
             x, y, _ = disk[i]
-            assert len(disk._cache) <= 2
+            assert len(disk._cache) + (disk._ahead is not None) <= 3
+            ahead += disk._ahead is not None
+            for a, b in zip((x, y), plain[i]):
+                assert np.array_equal(a, b)  # reading ahead changes when, never what
             seen.append(y)
+        assert ahead > 0 and plain._reader is None
         assert sorted(np.concatenate(seen).tolist()) == sorted(ds.labels[ds.meta["split"] == 0].tolist())
         assert math.ceil(int((ds.meta["split"] == 0).sum()) / 16) == len(disk)
         assert disk.sequential  # several buffers: train() asks Keras for the batches in order
         for i in np.random.default_rng(0).permutation(len(disk)):  # any access order stays bounded
             disk[int(i)]
-            assert len(disk._cache) <= 2
+            assert len(disk._cache) <= 2 and len(disk._cache) + (disk._ahead is not None) <= 3
+        disk.on_epoch_end()  # a pending read is finished, not lost, before the next epoch's order
+        assert disk._ahead is None
 
 
 def test_train_streamed_equals_in_memory_sequence_run(sim_pair, tmp_path):

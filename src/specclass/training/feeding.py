@@ -179,11 +179,13 @@ def _streaming_sequence_class() -> type:
     class StreamingSequence(keras.utils.PyDataset):
         """Training batches ``(x, y, sample_weight)`` read from the dataset file.
 
-        Visits rows in :func:`stream_order`; holds at most two buffers of flux/ivar
-        (the one being served and the next, when a batch straddles them), so memory
-        is bounded by ``buffer_rows``, not by the number of rows. Rows inside a batch
-        are sorted and augmentation draws from ``default_rng([seed, epoch, batch])``,
-        as in the in-memory ``SpectraSequence``.
+        Visits rows in :func:`stream_order`; holds at most three buffers of flux/ivar
+        (the one being served, the previous one when a batch straddles them, and the
+        next one, read ahead by a background thread while the network trains on this
+        one), so memory is bounded by ``buffer_rows``, not by the number of rows. Rows
+        inside a batch are sorted and augmentation draws from
+        ``default_rng([seed, epoch, batch])``, as in the in-memory ``SpectraSequence``;
+        the read-ahead changes when a buffer is read, never what it holds.
         """
 
         def __init__(self, data, y, w, preprocessor, batch_size, augmentation, seed, initial_epoch=0,
@@ -195,13 +197,36 @@ def _streaming_sequence_class() -> type:
             self.buffer_rows = int(buffer_rows)
             self.epoch = int(initial_epoch)
             self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+            self._ahead: tuple[int, Any] | None = None  # (buffer, Future) being read in the background
+            self._reader: Any = None  # ThreadPoolExecutor, made on first use (not picklable)
             self._shuffle()
 
         def _shuffle(self) -> None:
+            self._drop_ahead()
             self._order, self._buffer_of = stream_order(self.data.rows, self.data.chunk_rows, self.seed,
                                                         self.epoch, self.buffer_rows)
             if self._order.size > self.buffer_rows or len(self._cache) != 1:
                 self._cache = {}  # one buffer holding every row is kept across epochs
+
+        def _read_buffer(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            pos = np.sort(np.flatnonzero(self._buffer_of == b))
+            return (pos, *self.data.read(pos))
+
+        def _drop_ahead(self) -> None:
+            if self._ahead is not None:
+                self._ahead[1].result()  # let a running read finish before the order changes
+                self._ahead = None
+
+        def _read_ahead(self, b: int) -> None:
+            """Start reading buffer ``b`` in the background (the HDF5 read and the float16 ->
+            float32 conversion overlap with training on the current buffer)."""
+            if b >= int(self._buffer_of.max()) + 1 or b in self._cache or self._ahead is not None:
+                return
+            if self._reader is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specclass-read-ahead")
+            self._ahead = (b, self._reader.submit(self._read_buffer, b))
 
         @property
         def sequential(self) -> bool:
@@ -214,9 +239,14 @@ def _streaming_sequence_class() -> type:
         def _buffer(self, b: int, keep: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if b not in self._cache:
                 for old in [k for k in self._cache if k not in keep][: max(0, len(self._cache) - 1)]:
-                    del self._cache[old]  # at most two buffers in memory, whatever the access order
-                pos = np.sort(np.flatnonzero(self._buffer_of == b))
-                self._cache[b] = (pos, *self.data.read(pos))
+                    del self._cache[old]  # at most two buffers served, whatever the access order
+                if self._ahead is not None and self._ahead[0] == b:
+                    self._cache[b] = self._ahead[1].result()
+                    self._ahead = None
+                else:
+                    self._cache[b] = self._read_buffer(b)
+                if self.sequential:
+                    self._read_ahead(b + 1)
             return self._cache[b]
 
         def __len__(self) -> int:
