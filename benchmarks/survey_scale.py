@@ -67,14 +67,14 @@ def _peak_mb() -> float:
 
 
 # --------------------------------------------------------------------------- steps (child processes)
-def step_simulate(k: int, out: str) -> dict:
+def step_simulate(k: int, out: str, compression: str = "gzip") -> dict:
     from specclass.cli import main
 
     t0 = time.perf_counter()
     rc = main(["simulate", "--n-per-class", str(k), "--seed", "7", "--out", out, "--overwrite", "--no-progress",
-               "--json", "--label-source", "construction"])
+               "--json", "--label-source", "construction", "--compression", compression])
     dt = time.perf_counter() - t0
-    return {"n": 4 * k, "rc": rc, "seconds": round(dt, 1), "spectra_per_s": round(4 * k / dt, 1),
+    return {"n": 4 * k, "compression": compression, "rc": rc, "seconds": round(dt, 1), "spectra_per_s": round(4 * k / dt, 1),
             "peak_rss_mb": _peak_mb(), "file_gb": round(Path(out).stat().st_size / 1e9, 2)}
 
 
@@ -126,12 +126,12 @@ def run(args: argparse.Namespace) -> dict:
     report: dict = {"command": command_line(), "date_utc": utc_now(), "simulate": [], "train": [], "workers": {}}
     files = []
     for k in args.sizes:
-        out = work / f"sim-{4 * k}.h5"
+        out = work / (f"sim-{4 * k}.h5" if args.compression == "gzip" else f"sim-{4 * k}-{args.compression}.h5")
         record = out.with_name(out.name + ".json")
         if args.reuse and out.is_file() and record.is_file():  # simulated by an earlier (interrupted) run
             r = json.loads(record.read_text())
         else:
-            r = _child(["--step", "simulate", str(k), str(out)])
+            r = _child(["--step", "simulate", str(k), str(out), args.compression])
             record.write_text(json.dumps(r))
         print("simulate", r, flush=True)
         report["simulate"].append(r)
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
             r["file"] = f.name
             print("train", r, flush=True)
             report["train"].append(r)
-    sdss = _replicas(shared_data_dir() / "sdss", work / "real", args.replicas)
+    sdss = None if args.skip_workers else _replicas(shared_data_dir() / "sdss", work / "real", args.replicas)
     if sdss is not None:
         for n in (1, 2):
             out = work / f"real-w{n}.h5"
@@ -194,10 +194,11 @@ def _rows(path: Path) -> int | None:
 
 def markdown(report: dict) -> str:
     lines = ["# Survey-scale benchmark", "", run_sentence(report), "",
-             "## simulate (chunked writer)", "", "| spectra | seconds | spectra/s | peak RSS (MB) | file (GB) |",
-             "| ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['n']:,} | {r['seconds']} | {r['spectra_per_s']} | {r['peak_rss_mb']:,} | {r['file_gb']} |"
-              for r in report["simulate"]]
+             "## simulate (chunked writer)", "",
+             "| spectra | flux/ivar storage | seconds | spectra/s | peak RSS (MB) | file (GB) |",
+             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['n']:,} | {r.get('compression', 'gzip')} | {r['seconds']} | {r['spectra_per_s']} | "
+              f"{r['peak_rss_mb']:,} | {r['file_gb']} |" for r in report["simulate"]]
     model = report["train"][0].get("model", "spectral_resnet") if report["train"] else ""
     lines += ["", f"## one training epoch of {model} (batch {BATCH if model != 'spectral_resnet' else 32})", "",
               "| file | rows | feeding | batches run | training spectra/s | wall (s) | peak RSS (MB) |",
@@ -224,11 +225,15 @@ def main() -> int:
     p.add_argument("--reuse", action="store_true",
                    help="keep simulated files of an earlier run in --work (with their timing record)")
     p.add_argument("--no-memory", action="store_true", help="skip the in-memory training run")
+    p.add_argument("--compression", choices=("gzip", "none"), default="gzip",
+                   help="flux/ivar storage of the simulated files (specclass simulate --compression)")
+    p.add_argument("--skip-workers", action="store_true", help="skip the --workers runs on the real files")
+    p.add_argument("--stem", default="survey_scale", help="output file name stem (default survey_scale)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     if sys.argv[1:2] == ["--step"]:  # one measured step, in a child process
         kind, *rest = sys.argv[2:]
         if kind == "simulate":
-            r = step_simulate(int(rest[0]), rest[1])
+            r = step_simulate(int(rest[0]), rest[1], *rest[2:3])
         elif kind == "train":
             r = step_train(rest[0], bool(int(rest[1])), int(rest[2]), rest[3])
         else:
@@ -237,7 +242,7 @@ def main() -> int:
         return 0
     args = p.parse_args()
     report = run(args)
-    paths = write_report(args.out, "survey_scale", report, markdown)
+    paths = write_report(args.out, args.stem, report, markdown)
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0
 

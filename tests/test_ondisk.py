@@ -55,6 +55,22 @@ def test_float16_storage_reads_back_float32_within_half_precision(sim_pair, tmp_
     assert path.stat().st_size < 0.8 * sim_pair[1].stat().st_size
 
 
+def test_uncompressed_storage_holds_the_same_arrays(sim_pair, tmp_path):
+    from specclass.cli import main
+
+    ds, path = sim_pair
+    plain = Simulator(SimulationConfig(n_per_class=40, labels="seed4", seed=3)).run(
+        out=tmp_path / "plain.h5", compression="none")
+    with h5py.File(plain) as h5:
+        assert h5["flux"].compression is None and h5["flux"].chunks == (160, ds.flux.shape[1])
+    back = SpectralDataset.load(plain)
+    assert back.flux.tobytes() == ds.flux.tobytes() and back.ivar.tobytes() == ds.ivar.tobytes()
+    assert plain.stat().st_size > path.stat().st_size  # gzip is the smaller file
+    with pytest.raises(ValueError, match="compression must be one of"):
+        Simulator(SimulationConfig(n_per_class=2, labels="seed4", seed=3)).run(out=tmp_path / "x.h5", compression="lz4")
+    assert main(["simulate", "--n-per-class", "2", "--out", str(tmp_path / "p.h5"), "--compression", "none"]) == 2
+
+
 def test_float16_overflow_is_refused_and_leaves_no_file(tmp_path):
     out = tmp_path / "big.h5"
     loglam = 3.58 + 1e-4 * np.arange(8)

@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="run folder to write (or resume)")
     p.add_argument("--n-sim-per-class", type=non_negative_int, default=None, metavar="N",
                    help="simulated spectra per class added to the training split only, labelled by the emulated "
-                        "SDSS pipeline; validation and test stay real (default 300 for seed4/class3 datasets on the "
+                        "SDSS pipeline; validation and test stay real (default 1500 for seed4/class3 datasets on the "
                         "simulator's grid, else 0; 0 = real spectra only)")
     p.add_argument("--sim-labels", choices=("pipeline", "construction"), default="pipeline",
                    help="labels of the simulated spectra: the emulated pipeline's decision (default) or what was built")

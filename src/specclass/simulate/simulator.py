@@ -449,7 +449,7 @@ class Simulator:
         return out
 
     def run(self, return_truth: bool = False, progress: bool = False, *, out: Any = None,
-            storage_dtype: str = "float32") -> Any:
+            storage_dtype: str = "float32", compression: str = "gzip") -> Any:
         """Simulate ``n_per_class`` spectra per class as a :class:`SpectralDataset`.
 
         Rows are shuffled (seeded); ``meta['source'] = 'simulated'``, ``class``,
@@ -473,6 +473,8 @@ class Simulator:
                 returning it (memory independent of N; same bytes as ``run().save(out)``
                 for float32; :mod:`specclass.simulate.writer`); not with ``return_truth``.
             storage_dtype: with ``out``: ``"float32"`` or ``"float16"`` on disk.
+            compression: with ``out``: 'gzip' or 'none'
+                (:data:`specclass.spectra.ondisk.COMPRESSIONS`).
 
         Returns:
             The dataset, or ``(dataset, truth)``; with ``out``, the path written.
@@ -547,7 +549,7 @@ class Simulator:
         }
         if out is not None:
             return write_simulation(out, flux, ivar, order, labels, class_names, self.loglam, meta, attrs,
-                                    storage_dtype=storage_dtype)
+                                    storage_dtype=storage_dtype, compression=compression)
         ds = SpectralDataset(
             flux=flux[order], ivar=ivar[order], labels=labels, class_names=class_names,
             loglam=self.loglam, meta=meta, attrs=attrs,

@@ -69,14 +69,14 @@ def row_stores(n: int, npix: int, out: str | os.PathLike | None) -> tuple[Any, A
 
 def write_simulation(out: str | os.PathLike, flux: Any, ivar: Any, order: np.ndarray, labels: np.ndarray,
                      class_names: list[str], loglam: np.ndarray, meta: dict[str, np.ndarray],
-                     attrs: dict[str, Any], storage_dtype: str = "float32") -> Path:
+                     attrs: dict[str, Any], storage_dtype: str = "float32", compression: str = "gzip") -> Path:
     """Write the shuffled simulation (``flux[order]``, ...) to ``out`` chunk by chunk and
     delete the scratch stores. Returns the path written."""
     from specclass.spectra.ondisk import write_rows_in_order
 
     try:
         return write_rows_in_order(out, flux, ivar, order, labels, class_names, loglam, meta, attrs,
-                                   storage_dtype=storage_dtype)
+                                   storage_dtype=storage_dtype, compression=compression)
     finally:
         for store in (flux, ivar):
             if isinstance(store, RowStore):
