@@ -161,6 +161,9 @@ def test_template_generation_from_run2d_and_survey():
     assert generation_of("", "mastar") == "boss" and generation_of("", "eBOSS") == "boss"
     assert generation_of("", "sdss") == "sdss" and generation_of("", "") == "sdss"
     assert generation_of("", "", loglam_max=np.log10(10300.0)) == "boss"
+    # another survey's pipeline version is not an SDSS RUN2D; the later, larger library is used
+    assert generation_of("v2.6.4", "lamost") == "boss" and generation_of("", "desi") == "boss"
+    assert generation_of("26", "segue1") == "sdss"
 
 
 def test_mastar_o_star_is_a_star_with_the_boss_templates(sdss_dir):

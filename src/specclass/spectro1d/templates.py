@@ -141,23 +141,32 @@ def template_generation(run2d: str, loglam_max: float | None = None) -> str:
 #: Surveys observed with the BOSS spectrographs (3600-10400 Å), whose spectra the later
 #: template generations describe; SDSS-I/II ('sdss', 'segue1', 'segue2') use the -53724 files.
 BOSS_SURVEYS = frozenset({"boss", "eboss", "sequels", "mastar", "manga", "sdss-v", "bhm", "mwm"})
+#: SDSS-I/II surveys: their RUN2D (26, 103, 104) or wavelength range decides.
+SDSS_SURVEYS = frozenset({"sdss", "segue", "segue1", "segue2", "sdss-i", "sdss-ii", "legacy"})
 
 
 def generation_of(run2d: str = "", survey: str = "", loglam_max: float | None = None) -> str:
     """The template generation for a spectrum from what its file says about it.
 
-    RUN2D decides when known (:func:`template_generation`); otherwise the survey: BOSS-
-    spectrograph surveys (:data:`BOSS_SURVEYS`, e.g. MaStar, whose files carry no RUN2D) get
-    'boss'; otherwise the wavelength rule of :func:`template_generation`. On a model's grid
-    (which may stop before 9300 Å) pass ``loglam_max=None`` to fall back to 'sdss'.
+    * BOSS-spectrograph surveys (:data:`BOSS_SURVEYS`, e.g. MaStar, whose files carry no
+      RUN2D): 'boss'.
+    * Other instruments (a survey named but not an SDSS one: LAMOST, DESI, ...): 'boss', the
+      later and larger stellar library (123 MK types + CV stars); their "RUN2D" is their
+      own pipeline's version (LAMOST 'v2.6.4'), not an SDSS reduction. Measured on the 112
+      LAMOST stars of the shared data (gridded): STAR 105 with these templates, 102 with
+      the -53724 ones (``benchmarks/results/accuracy-cv5-sim1500.md``).
+    * SDSS-I/II or unknown survey: RUN2D when known (:func:`template_generation`), else the
+      wavelength rule (on a model's grid, which stops before 9300 Å, pass
+      ``loglam_max=None`` to fall back to 'sdss').
 
     Returns:
         'sdss' or 'boss'.
     """
+    s = (survey or "").strip().lower()
+    if s in BOSS_SURVEYS or (s and s not in SDSS_SURVEYS):
+        return "boss"
     if (run2d or "").strip():
         return template_generation(run2d)
-    if (survey or "").strip().lower() in BOSS_SURVEYS:
-        return "boss"
     return template_generation("", loglam_max)
 
 
