@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict:
     for i, f in enumerate(files):
         modes = [True, False] if i == 0 and not args.no_memory else [True]
         for stream in modes:
-            r = _child(["--step", "train", str(f), str(int(stream)), str(args.steps), str(work / f"run-{i}-{int(stream)}")])
+            r = _child(["--step", "train", str(f), str(int(stream)), str(args.steps), str(work / f"run-{f.stem}-{int(stream)}")])
             r["file"] = f.name
             print("train", r, flush=True)
             report["train"].append(r)
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> dict:
             r["files"] = sum(1 for f in sdss.rglob("*") if f.is_file() and not f.name.endswith((".md", ".csv")))
             print("build", n, r, flush=True)
             report["workers"][f"build-dataset w{n}"] = r
-        run_dir = work / "run-0-1"
+        run_dir = work / f"run-{files[0].stem}-1"
         for n in (1, 2):
             out = work / f"pred-w{n}.csv"
             r = _child(["--step", "cli", str(out), "predict", str(run_dir), str(sdss), "--out", str(out),
