@@ -237,7 +237,7 @@ def test_cli_predict_exits_non_zero_when_nothing_is_classified(tmp_path, run_dir
     (good / "README.txt").write_bytes((sdss_dir / "PROVENANCE.md").read_bytes())
     assert main(["predict", str(run_dir), str(good), "--out", str(tmp_path / "a.csv")]) == 0
     out = capsys.readouterr().out
-    assert "classified 1 spectra" in out and "left out 1 file(s) in the folders that are not spectra (README.txt)" in out
+    assert "classified 1 spectrum (" in out and "left out 1 file(s) in the folders that are not spectra (README.txt)" in out
     assert "README" not in (tmp_path / "a.csv").read_text()  # not a failure row either
 
     docs = tmp_path / "docs"

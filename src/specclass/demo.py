@@ -232,8 +232,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             nll = summary["models"][name].get("val_nll") or [None, None]
             extra = ""
             if None not in ece and None not in nll:
-                extra = (f"; validation log-loss {nll[0]:.3f} -> {nll[1]:.3f}, ECE {ece[0]:.3f} -> {ece[1]:.3f}"
-                         " (T minimises the log-loss; on a small split the ECE can rise)")
+                extra = f"; validation log-loss {nll[0]:.3f} -> {nll[1]:.3f}, ECE {ece[0]:.3f} -> {ece[1]:.3f}"
+                if ece[1] > ece[0]:
+                    extra += ": T minimises the log-loss, and on a small split the ECE can rise"
             lines.append(f"   probabilities calibrated with temperature T = {t:.2f} (fitted on the validation split{extra})")
     p = summary["predictions"]
     lines.append(f"predictions:  {p['csv']}  ({p['classified']} classified, {p['failed']} unreadable)")

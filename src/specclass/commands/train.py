@@ -383,7 +383,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         agree = sum(r["spectro1d_label"] == r["predicted_class"] for r in rows)
         print(f"emulated SDSS pipeline (spectro1d): agrees with the network on {agree} of {len(rows)}")
     n_unsure = sum(r["uncertain"] for r in rows)
-    print(f"classified {len(rows)} spectra ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}); "
+    print(f"classified {len(rows)} {'spectrum' if len(rows) == 1 else 'spectra'} ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items())) or 'none'}); "
           f"{len(failures)} not classified -> {args.out}")
     if rows:
         print(f"uncertain (top probability < {args.uncertain_below:g}): {n_unsure} of {len(rows)} "
