@@ -49,6 +49,10 @@ from _results import REPO, command_line, environment, run_sentence, shared_data_
 
 PY = sys.executable
 BATCH = 64  # specclass train's default batch size
+#: Augmentation as ``specclass train``'s default recipe (both feedings then prepare every batch on
+#: the fly); ``--no-augment`` measures the Python API default, where the in-memory path
+#: preprocesses the whole training split once (fast steps, memory ~ N).
+AUGMENT = "--no-augment" not in sys.argv
 SRC = str(REPO / "src")
 
 
@@ -100,11 +104,11 @@ def step_train(path: str, stream: bool, steps: int, run_dir: str) -> dict:
     cut = Cut()
     t0 = time.perf_counter()
     res = train(path, DEFAULT_MODEL, run_dir, epochs=1, batch_size=BATCH, seed=1, verbose=0, stream=stream,
-                extra_callbacks=[cut], resume=False)
+                extra_callbacks=[cut], resume=False, augment=AUGMENT)
     wall = time.perf_counter() - t0
     warm = cut.t[20:]
     rate = BATCH * (len(warm) - 1) / (warm[-1] - warm[0]) if len(warm) > 2 else None
-    return {"model": DEFAULT_MODEL, "stream": stream, "batches": cut.n, "train_spectra_per_s": None if rate is None else round(rate, 1),
+    return {"model": DEFAULT_MODEL, "augment": AUGMENT, "stream": stream, "batches": cut.n, "train_spectra_per_s": None if rate is None else round(rate, 1),
             "wall_s": round(wall, 1), "peak_rss_mb": _peak_mb(), "n_train": res.config["dataset"]["n_train"],
             "n_rows": res.config["dataset"]["n_rows"]}
 
@@ -139,7 +143,8 @@ def run(args: argparse.Namespace) -> dict:
     for i, f in enumerate(files):
         modes = [True, False] if i == 0 and not args.no_memory else [True]
         for stream in modes:
-            r = _child(["--step", "train", str(f), str(int(stream)), str(args.steps), str(work / f"run-{f.stem}-{int(stream)}")])
+            r = _child(["--step", "train", str(f), str(int(stream)), str(args.steps), str(work / f"run-{f.stem}-{int(stream)}-a{int(not args.no_augment)}"),
+                        *(["--no-augment"] if args.no_augment else [])])
             r["file"] = f.name
             print("train", r, flush=True)
             report["train"].append(r)
@@ -152,7 +157,7 @@ def run(args: argparse.Namespace) -> dict:
             r["files"] = sum(1 for f in sdss.rglob("*") if f.is_file() and not f.name.endswith((".md", ".csv")))
             print("build", n, r, flush=True)
             report["workers"][f"build-dataset w{n}"] = r
-        run_dir = work / f"run-{files[0].stem}-1"
+        run_dir = work / f"run-{files[0].stem}-1-a{int(not args.no_augment)}"
         for n in (1, 2):
             out = work / f"pred-w{n}.csv"
             r = _child(["--step", "cli", str(out), "predict", str(run_dir), str(sdss), "--out", str(out),
@@ -201,9 +206,10 @@ def markdown(report: dict) -> str:
               f"{r['peak_rss_mb']:,} | {r['file_gb']} |" for r in report["simulate"]]
     model = report["train"][0].get("model", "spectral_resnet") if report["train"] else ""
     lines += ["", f"## one training epoch of {model} (batch {BATCH if model != 'spectral_resnet' else 32})", "",
-              "| file | rows | feeding | batches run | training spectra/s | wall (s) | peak RSS (MB) |",
-              "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['file']} | {r['n_rows']:,} | {'stream' if r['stream'] else 'in memory'} | {r['batches']} | "
+              "| file | rows | feeding | augmentation | batches run | training spectra/s | wall (s) | peak RSS (MB) |",
+              "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['file']} | {r['n_rows']:,} | {'stream' if r['stream'] else 'in memory'} | "
+              f"{'on' if r.get('augment') else 'off'} | {r['batches']} | "
               f"{r['train_spectra_per_s']} | {r['wall_s']} | {r['peak_rss_mb']:,} |" for r in report["train"]]
     if report["workers"]:
         lines += ["", "## --workers on the real SDSS files", "",
@@ -227,6 +233,8 @@ def main() -> int:
     p.add_argument("--no-memory", action="store_true", help="skip the in-memory training run")
     p.add_argument("--compression", choices=("gzip", "none"), default="gzip",
                    help="flux/ivar storage of the simulated files (specclass simulate --compression)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="train without augmentation (the in-memory path then preprocesses everything once)")
     p.add_argument("--skip-workers", action="store_true", help="skip the --workers runs on the real files")
     p.add_argument("--stem", default="survey_scale", help="output file name stem (default survey_scale)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
