@@ -256,3 +256,24 @@ def test_simulate_cli_float16(tmp_path, capsys):
     assert main(["simulate", "--n-per-class", "5", "--seed", "1", "--out", str(out), "--float16",
                  "--overwrite", "--json", "--label-source", "construction"]) == 0
     assert hashlib.sha256(SpectralDataset.load(out).flux.tobytes()).hexdigest() == digest
+
+
+def test_meta_columns_are_read_when_used(sim_pair):
+    """A million-row file held 637 MB of metadata in memory as soon as it was opened (README
+    "Survey scale"); columns are now read on first use, views index them by their rows."""
+    ds, path = sim_pair
+    with OnDiskDataset(path) as lazy:
+        assert lazy.meta._cache == {} and set(lazy.meta) == set(ds.meta)
+        train = lazy.split("train")
+        assert set(lazy.meta._cache) == {"split"} and train.meta._cache.keys() == {"split"}
+        rows = np.flatnonzero(ds.meta["split"] == 0)
+        for k in ("object_id", "sim_template", "z"):
+            assert _equal(train.meta[k], ds.meta[k][rows])  # read through the view
+        first = train.subset(slice(0, 5))
+        assert _equal(first.meta["object_id"], ds.meta["object_id"][rows[:5]])
+        assert _equal(first.subset(np.array([4, 0])).meta["sim_template"], ds.meta["sim_template"][rows[[4, 0]]])
+        train.meta["note"] = np.full(len(train), "x")
+        assert "note" in train.meta and "note" not in lazy.meta and train.subset(slice(0, 2)).meta["note"].tolist() == ["x", "x"]
+        with pytest.raises(KeyError):
+            lazy.meta["no_such_column"]
+        assert _equal(lazy.to_memory().meta["object_id"], ds.meta["object_id"])
