@@ -313,7 +313,7 @@ def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarr
 
     scheme_name = "seed4" if "AGN" in class_names else "class3"
     lab = pipeline_labels(loglam, flux, ivar, lines=scheme_name == "seed4", workers=1, use_cache=False,
-                          generation=generation if isinstance(generation, str) else np.asarray(generation))
+                          generation=generation)
     idx = label_indices(lab, scheme_name, list(class_names))
     for i, row in enumerate(rows):
         row["spectro1d_class"], row["spectro1d_subclass"] = str(lab["class"][i]), str(lab["subclass"][i])

@@ -85,15 +85,17 @@ def _unreadable(path: Path, exc: Exception) -> DatasetFormatError:
     return DatasetFormatError(f"{path}: not a readable specclass dataset ({exc})")
 
 
+def empty_column(name: str, n: int) -> np.ndarray:
+    """Column ``name`` of :data:`META_COLUMNS` as ``n`` rows of its fill value."""
+    dtype, fill = META_COLUMNS[name]
+    if dtype == "U":
+        return np.full(n, fill, dtype=object).astype(str)
+    return np.full(n, fill, dtype=dtype)
+
+
 def empty_meta(n: int) -> dict[str, np.ndarray]:
     """Return a metadata table of ``n`` rows filled with each column's fill value."""
-    out: dict[str, np.ndarray] = {}
-    for name, (dtype, fill) in META_COLUMNS.items():
-        if dtype == "U":
-            out[name] = np.full(n, fill, dtype=object).astype(str)
-        else:
-            out[name] = np.full(n, fill, dtype=dtype)
-    return out
+    return {name: empty_column(name, n) for name in META_COLUMNS}
 
 
 @dataclass

@@ -35,10 +35,12 @@ from specclass.atomic import atomic_path, json_default
 from specclass.spectra.dataset import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    META_COLUMNS,
     SPLIT_CODES,
     DatasetFormatError,
     SpectralDataset,
     _meta_for_disk,
+    empty_column,
     empty_meta,
 )
 
@@ -96,14 +98,14 @@ class LazyMeta(MutableMapping):
     def __init__(self, group: Any, n: int, rows: np.ndarray | None = None) -> None:
         self._group, self._n, self._rows = group, int(n), rows
         self._cache: dict[str, np.ndarray] = {}
-        self._keys = list(dict.fromkeys([*empty_meta(0), *group.keys()]))
+        self._keys = list(dict.fromkeys([*META_COLUMNS, *group.keys()]))
 
     def _read(self, key: str) -> np.ndarray:
         if key in self._group:
             d = self._group[key]
             v = d.asstr()[...].astype(str) if d.dtype.kind in "OS" else d[...]
         else:
-            v = empty_meta(self._n)[key]
+            v = empty_column(key, self._n)
         return v if self._rows is None else v[self._rows]
 
     def __getitem__(self, key: str) -> np.ndarray:

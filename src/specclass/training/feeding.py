@@ -205,6 +205,7 @@ def _streaming_sequence_class() -> type:
             self._drop_ahead()
             self._order, self._buffer_of = stream_order(self.data.rows, self.data.chunk_rows, self.seed,
                                                         self.epoch, self.buffer_rows)
+            self._n_buffers = int(self._buffer_of.max()) + 1 if self._buffer_of.size else 0
             if self._order.size > self.buffer_rows or len(self._cache) != 1:
                 self._cache = {}  # one buffer holding every row is kept across epochs
 
@@ -220,7 +221,7 @@ def _streaming_sequence_class() -> type:
         def _read_ahead(self, b: int) -> None:
             """Start reading buffer ``b`` in the background (the HDF5 read and the float16 ->
             float32 conversion overlap with training on the current buffer)."""
-            if b >= int(self._buffer_of.max()) + 1 or b in self._cache or self._ahead is not None:
+            if b >= self._n_buffers or b in self._cache or self._ahead is not None:
                 return
             if self._reader is None:
                 from concurrent.futures import ThreadPoolExecutor
