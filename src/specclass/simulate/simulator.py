@@ -16,8 +16,9 @@ GALAXY
     galaxies around real quiescent/AGN hosts, star-forming ones around real star-forming
     galaxies, AGN around all), redrawn until the continuum is positive, at
     ``z ~ U(galaxy_z)``. SUBCLASS '' (no lines), 'STARFORMING' or 'STARBURST' (Hα
-    equivalent width above 50 Å, the SDSS rule) get narrow lines with star-forming BPT
-    ratios; 'AGN' gets narrow lines with AGN ratios
+    equivalent width above 50 Å, the SDSS rule) get narrow lines with ratios below the
+    SDSS AGN line (the star-forming sequence, and in 35 % of draws composites and LINER-like
+    ratios, which SDSS also calls STARFORMING); 'AGN' gets narrow lines above it
     (:func:`specclass.simulate.lines.draw_line_ratios`). Emission-line galaxies have
     ``z <= emission_z_max`` so Hα stays on the grid (the pipeline needs it for the BPT
     subclass).
