@@ -249,12 +249,13 @@ def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fit(args: argparse.Namespace, trainable: Any, model_name: str, run_dir: Path,
-         model_options: dict[str, Any] | None = None) -> tuple[Any, float]:
-    """Train ``model_name`` on ``trainable`` (split 0 = train, 1 = val) into ``run_dir``, or with
-    ``--evaluate-only`` load what an earlier run left there. Returns (result-like, seconds)."""
+         model_options: dict[str, Any] | None = None, seed: int | None = None) -> tuple[Any, float]:
+    """Train ``model_name`` on ``trainable`` (split 0 = train, 1 = val) into ``run_dir`` with training
+    seed ``seed`` (default ``--seed``), or with ``--evaluate-only`` (or ``--reuse`` and a finished run
+    there) load what an earlier run left there. Returns (result-like, seconds)."""
     from specclass.training import train
 
-    if args.evaluate_only:  # the run folder a previous (training) run of this script left
+    if args.evaluate_only or (getattr(args, "reuse", False) and (run_dir / "model.keras").is_file()):
         from types import SimpleNamespace
 
         from specclass.persistence import load_run
@@ -267,7 +268,7 @@ def _fit(args: argparse.Namespace, trainable: Any, model_name: str, run_dir: Pat
     t0 = time.time()
     res = train(
         trainable, model_name=model_name, out_dir=run_dir, epochs=args.epochs,
-        batch_size=args.batch_size, seed=args.seed, class_weight="balanced",
+        batch_size=args.batch_size, seed=args.seed if seed is None else seed, class_weight="balanced",
         augment=not args.no_augment, monitor="val_balanced_accuracy", verbose=0, resume=False,
         model_options=model_options,
     )
@@ -302,28 +303,52 @@ def cross_validate(args: argparse.Namespace, real: Any, lamost: Any, sim: Any, m
                    model_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``args.folds`` models, each on the other folds of ``real`` (+ the simulated train/val
     rows of ``sim`` when given; validation = a grouped 15 % of the training folds) and predict its own
-    fold. Returns ``{"oof": (N, C) out-of-fold probabilities, "lamost": (K, M, C) every fold model's
-    LAMOST probabilities, "best_epoch": [K], "seconds": training seconds}``."""
+    fold. With ``--members K`` each fold trains K members on the same rows with training seeds
+    ``--seed`` ... ``--seed + K - 1`` (as ``specclass train --ensemble K``; member 0 is the single
+    model, run folder ``PREFIX-foldF``, member m ``PREFIX-foldF-mM``). Returns ``{"oof": (N, C)
+    out-of-fold probabilities of member 0, "lamost": (K, M, C) every fold model's LAMOST
+    probabilities, "members": [(N, C), (K, M, C)] per member, "best_epoch": [K], "seconds":
+    training seconds}``."""
     from specclass.spectra.splits import split_indices
 
+    n_members = max(1, getattr(args, "members", 1))
     fold = cv_folds(real, args.folds, args.seed)
-    oof = np.zeros((len(real), len(real.class_names)), np.float32)
-    lam, best, seconds = [], [], 0.0
+    oof = [np.zeros((len(real), len(real.class_names)), np.float32) for _ in range(n_members)]
+    lam: list[list[np.ndarray]] = [[] for _ in range(n_members)]
+    best, seconds = [], 0.0
     for k in range(args.folds):
         part = real.subset(np.flatnonzero(fold != k))
         part.meta["split"] = split_indices(part.labels, part.meta["object_id"], val_frac=0.15, test_frac=0.0,
                                            seed=args.seed + k)
         if sim is not None:
             part = concat([part, sim.subset(sim.meta["split"] != 2)])
-        res, sec = _fit(args, part, model_name, Path(f"{run_prefix}-fold{k}"), model_options)
-        seconds += sec
-        best.append(res.best_epoch)
-        oof[fold == k] = _proba(res, real.subset(np.flatnonzero(fold == k)))
-        if len(lamost):
-            lam.append(_proba(res, lamost))
+        held_out = real.subset(np.flatnonzero(fold == k))
+        for m in range(n_members):
+            run_dir = Path(f"{run_prefix}-fold{k}" + (f"-m{m}" if m else ""))
+            res, sec = _fit(args, part, model_name, run_dir, model_options, seed=args.seed + m)
+            seconds += sec
+            if m == 0:
+                best.append(res.best_epoch)
+            oof[m][fold == k] = _proba(res, held_out)
+            if len(lamost):
+                lam[m].append(_proba(res, lamost))
         print(f"  {Path(run_prefix).name} fold {k + 1}/{args.folds} done ({seconds:.0f} s training)", flush=True)
-    return {"oof": oof, "lamost": np.stack(lam) if lam else np.zeros((0, 0, len(real.class_names)), np.float32),
-            "best_epoch": best, "seconds": seconds}
+    empty = np.zeros((0, 0, len(real.class_names)), np.float32)
+    members = [(oof[m], np.stack(lam[m]) if lam[m] else empty) for m in range(n_members)]
+    return {"oof": oof[0], "lamost": members[0][1], "members": members, "best_epoch": best, "seconds": seconds}
+
+
+def ensemble_of(members: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The members' out-of-fold and LAMOST probabilities combined as ``specclass.ensemble`` does
+    (mean log-probability, :func:`specclass.ensemble.combine_probabilities`; raw softmax, i.e.
+    ``--no-calibration``)."""
+    from specclass.ensemble import combine_probabilities
+
+    oof = combine_probabilities([m[0] for m in members])
+    lam = members[0][1]
+    if lam.size:
+        lam = np.stack([combine_probabilities([m[1][k] for m in members]) for k in range(lam.shape[0])])
+    return oof, lam
 
 
 def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any]:
@@ -367,6 +392,7 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                     tag = f"{scheme}-{selection}-{train_name}-{model_name}"
                     row = {"scheme": scheme, "selection": selection, "train": train_name, "model": model_name,
                            "eval": {}}
+                    extra_rows: list[dict[str, Any]] = []
                     if args.folds:
                         # K-fold: every real spectrum is predicted once by the model that did not see it
                         cv = cross_validate(args, real, data["lamost"], data["sims"].get(train_name),
@@ -380,6 +406,16 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                             lam = concat([data["lamost"]] * len(cv["lamost"]))
                             row["eval"][f"LAMOST, {args.folds} fold models pooled"] = _score(
                                 lam, cv["lamost"].reshape(-1, cv["lamost"].shape[-1]))
+                        if len(cv["members"]) > 1:  # the same folds, K members per fold combined
+                            e_oof, e_lam = ensemble_of(cv["members"])
+                            erow = {**row, "model": f"{model_name} x{len(cv['members'])} ensemble",
+                                    "members": len(cv["members"]), "eval": {}}
+                            erow["eval"]["real, out-of-fold"] = _score(real, e_oof)
+                            erow["eval"]["real FITS, out-of-fold"] = _score(real.subset(fits), e_oof[fits])
+                            if e_lam.size:
+                                erow["eval"][f"LAMOST, {args.folds} fold models pooled"] = _score(
+                                    lam, e_lam.reshape(-1, e_lam.shape[-1]))
+                            extra_rows.append(erow)
                     else:
                         trainable = ds.subset(ds.meta["split"] != 2)
                         res, t_train = _fit(args, trainable, model_name,
@@ -394,6 +430,7 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                             if len(eds):
                                 row["eval"][name] = _score(eds, _proba(res, eds))
                     results.append(row)
+                    results.extend(extra_rows)
                     if on_row is not None:
                         on_row(_report(args, results, t_start, complete=False))
                     print(f"[{time.time() - t_start:7.0f}s] {tag}: " + ", ".join(
@@ -494,6 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stem", default=None, help="output file name stem (default accuracy, accuracy-quick with --quick)")
     p.add_argument("--folds", type=int, default=0,
                    help="K-fold cross-validation over all real spectra instead of the single test split (0 = off)")
+    p.add_argument("--members", type=int, default=1,
+                   help="with --folds: train K members per fold (training seeds --seed ... --seed+K-1, as "
+                        "'specclass train --ensemble K') and add a row for their ensemble")
+    p.add_argument("--reuse", action="store_true",
+                   help="load a run folder that a previous run of this script finished instead of training it again "
+                        "(e.g. add members to an earlier --folds run with the same --work)")
     p.add_argument("--bundle", type=Path, default=None, help="read the real and LAMOST datasets from this file "
                    "(made by --save-bundle) instead of --shared-data")
     p.add_argument("--save-bundle", type=Path, default=None,
@@ -501,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.folds == 1 or args.folds < 0:
         p.error("--folds must be 0 (off) or >= 2")
+    if args.members < 1 or (args.members > 1 and not args.folds):
+        p.error("--members K needs K >= 1, and K > 1 needs --folds")
     if args.quick:
         args.schemes, args.selections, args.epochs, args.n_sim_per_class = ["seed4"], ["all"], 2, 50
     args.work = args.work or args.out / "tmp" / ("accuracy-runs-quick" if args.quick else "accuracy-runs")
