@@ -15,7 +15,7 @@ GALAXY
     onto them (:class:`~specclass.simulate.templates.CoefficientPrior`; line-less
     galaxies around real quiescent/AGN hosts, star-forming ones around real star-forming
     galaxies, AGN around all), redrawn until the continuum is positive, at
-    ``z ~ U(galaxy_z)``. SUBCLASS '' (no lines), 'STARFORMING' or 'STARBURST' (Hα
+    ``z ~ U(galaxy_z)`` (10 % at ``z ~ U(galaxy_nearby_z)``, 0-0.01). SUBCLASS '' (no lines), 'STARFORMING' or 'STARBURST' (Hα
     equivalent width above 50 Å, the SDSS rule) get narrow lines with ratios below the
     SDSS AGN line (the star-forming sequence, and in 35 % of draws composites and LINER-like
     ratios, which SDSS also calls STARFORMING); 'AGN' gets narrow lines above it
@@ -137,6 +137,12 @@ class SimulationConfig:
             quasars with host light, where real spectra sit on the QSO/GALAXY/AGN boundary
             (most of the networks' errors on real spectra were there).
         qso_lowz: ``(min, max)`` redshift of those.
+        galaxy_nearby_fraction: fraction of galaxies and AGN drawn instead from
+            ``U(galaxy_nearby_z)``: nearby galaxies whose absorption lines sit almost at rest
+            like a star's (the real SDSS galaxy spec-0522-52024-0396 at z = 0.003, an old bulge
+            spectrum, was called STAR at p = 0.995 when no simulated galaxy was below z = 0.01).
+        galaxy_nearby_z: ``(min, max)`` redshift of those (the pipeline's GALAXY scan starts at
+            z = -0.01, spreduce1d.pro).
         construction_counts: spectra to build per construction ('AGN', 'GALAXY', 'QSO',
             'STAR'; 0 allowed) instead of ``n_per_class`` each (used to top up a label the
             emulated pipeline rarely gives).
@@ -159,6 +165,8 @@ class SimulationConfig:
     construction_counts: dict[str, int] | None = None
     qso_lowz_fraction: float = 0.3
     qso_lowz: tuple[float, float] = (0.05, 0.8)
+    galaxy_nearby_fraction: float = 0.1
+    galaxy_nearby_z: tuple[float, float] = (0.0, 0.01)
     star_rv_sigma_kms: float = 60.0
     galaxy_mix: dict[str, float] = field(default_factory=lambda: {"": 0.4, "STARFORMING": 0.45, "STARBURST": 0.15})
     agn_fraction_class3: float = 0.2
@@ -197,7 +205,10 @@ class SimulationConfig:
             raise ValueError(f"construction_counts keys must be AGN/GALAXY/QSO/STAR with counts >= 0, got {self.construction_counts}")
         if not 0 <= self.qso_lowz[0] <= self.qso_lowz[1] <= 7.0:
             raise ValueError(f"qso_lowz must satisfy 0 <= min <= max <= 7, got {self.qso_lowz}")
-        for name in ("agn_fraction_class3", "sky_probability", "mask_probability", "qso_lowz_fraction"):
+        if not 0 <= self.galaxy_nearby_z[0] <= self.galaxy_nearby_z[1] <= self.emission_z_max:
+            raise ValueError(f"galaxy_nearby_z must satisfy 0 <= min <= max <= emission_z_max, got {self.galaxy_nearby_z}")
+        for name in ("agn_fraction_class3", "sky_probability", "mask_probability", "qso_lowz_fraction",
+                     "galaxy_nearby_fraction"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -338,7 +349,10 @@ class Simulator:
     def _galaxy(self, rng: np.random.Generator, subclass: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         cfg = self.config
         zmax = cfg.galaxy_z[1] if subclass == "" else min(cfg.galaxy_z[1], cfg.emission_z_max)
-        z = float(rng.uniform(cfg.galaxy_z[0], zmax))
+        if cfg.galaxy_nearby_fraction > 0 and rng.random() < cfg.galaxy_nearby_fraction:
+            z = float(rng.uniform(*cfg.galaxy_nearby_z))
+        else:
+            z = float(rng.uniform(cfg.galaxy_z[0], zmax))
         flux, cov, c = self._eigen_continuum(rng, "GALAXY", z, self.galaxy_kernels[subclass])
         info: dict[str, Any] = {"class": "GALAXY", "subclass": subclass, "z": z, "template": self.templates["GALAXY"].file}
         if subclass:
