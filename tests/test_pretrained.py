@@ -47,12 +47,14 @@ def test_pretrained_lookup(tmp_path: Path, monkeypatch) -> None:
             assert '"/' not in f.read_text(), f
 
 
-@pytest.mark.xfail(strict=True, reason="known weakness of the packaged seed4 network (MODEL_CARD.md): it calls the "
-                   "'AGN BROADLINE' galaxy spec-0522-52024-0396 a STAR at p = 0.995; the emulated pipeline "
-                   "(predict --spectro1d) calls it GALAXY")
 def test_packaged_classifier_never_calls_emission_line_galaxies_or_broad_line_qsos_star(sdss_dir, tmp_path):
     """Sanity on real spec files: the default (pretrained seed4) classifier never calls a
-    strong-emission-line galaxy (SUBCLASS STARFORMING/STARBURST/AGN) or a broad-line QSO a STAR."""
+    strong-emission-line galaxy (SUBCLASS STARFORMING/STARBURST/AGN) or a broad-line QSO a STAR.
+
+    It failed (a strict xfail) until simulated galaxies reached below z = 0.01: the 'AGN BROADLINE'
+    bulge spec-0522-52024-0396 (z = 0.003) was called STAR at p = 0.995. Most of these files are in
+    the packaged classifier's training split; out of fold (benchmarks/accuracy.py --folds 5) that
+    spectrum is still called STAR (p = 0.85), as MODEL_CARD.md says."""
     from specclass.io import read_spectrum
     from specclass.predict import predict_files
 
