@@ -354,3 +354,22 @@ def test_evaluate_val_split_leaves_the_test_outputs_alone(run, sim, capsys):
     assert "val split" in (run_dir / "report-val.html").read_text()
     # metrics.json still describes the test split
     assert json.loads((run_dir / "metrics.json").read_text())["split"] == "test"
+
+
+def test_predict_says_when_the_temperature_was_not_fitted():
+    # the fresh-clone trial: the packaged class3 classifier printed "temperature scaling, T = 1" although
+    # its validation split was classified entirely right and no temperature could be fitted
+    from types import SimpleNamespace
+
+    from specclass.predict import run_temperature
+
+    y = np.arange(30) % 3
+    p = np.eye(3)[y] * 0.97 + 0.01
+    cal = fit_calibration(p, y)
+    assert not cal.fitted and cal.temperature == 1.0 and "classified correctly" in cal.reason
+    run = SimpleNamespace(calibration=cal, temperature=cal.temperature, run_dir=Path("run"))
+    t, text = run_temperature(run)
+    assert t == 1.0 and text.startswith("raw softmax: temperature not fitted (every validation row")
+    fitted = fit_calibration(*_tempered_sample(2.0, n=500))
+    t, text = run_temperature(SimpleNamespace(calibration=fitted, temperature=fitted.temperature, run_dir=Path("r")))
+    assert t == fitted.temperature and text.startswith("temperature scaling, T = ")

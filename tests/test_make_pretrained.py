@@ -37,6 +37,12 @@ def test_make_pretrained_packages_a_run_that_predict_uses(sdss_dir, tmp_path, mo
     for section in ("## Data", "## Recipe", "## Figures", "## Cross-validated figures", "## Known weaknesses"):
         assert section in card
     assert "| GALAXY | fits |" in card and "--epochs 1" in card and "spectral_resnet" in card
+    # the card says whether the probabilities are calibrated (an unfitted T = 1 is raw softmax)
+    import json
+
+    cal = json.loads((dest / "calibration.json").read_text())
+    assert ("Probabilities are the raw softmax" in card) == (not cal.get("fitted", True))
+    assert ("Probabilities are temperature-calibrated" in card) == bool(cal.get("fitted", True))
     # wrong scheme: refused before any training
     bad = subprocess.run([sys.executable, str(REPO / "tools" / "make_pretrained.py"), str(data), "--scheme", "seed4",
                           "--workdir", str(tmp_path / "w2")], capture_output=True, text=True)

@@ -228,6 +228,25 @@ def test_some_galaxies_are_nearby_like_the_bulge_the_network_called_a_star():
         SimulationConfig(galaxy_nearby_fraction=1.5).validate()
 
 
+def test_cli_nearby_galaxy_fraction(tmp_path):
+    # the trial user's case: --galaxy-z 0.1 0.3 still drew a tenth of the galaxies at z < 0.01;
+    # --galaxy-nearby-fraction says so and turns it off
+    out = tmp_path / "sim.npz"
+    cmd = [sys.executable, "-m", "specclass", "simulate", "--n-per-class", "60", "--labels", "class3", "--seed", "3",
+           "--out", str(out), "--label-source", "construction", "--galaxy-z", "0.1", "0.3"]
+    res = subprocess.run(cmd + ["--galaxy-nearby-fraction", "0"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    ds = SpectralDataset.load(out)
+    z = ds.meta["z"][ds.labels == 0]
+    assert z.min() >= 0.1 and z.max() <= 0.3
+    assert ds.attrs["simulation"]["config"]["galaxy_nearby_fraction"] == 0.0
+    res = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=120)
+    z = SpectralDataset.load(out).meta["z"][SpectralDataset.load(out).labels == 0]
+    assert res.returncode == 0 and (z < 0.01).any() and ((z >= 0.1) & (z <= 0.3) | (z < 0.01)).all()
+    bad = subprocess.run(cmd + ["--galaxy-nearby-fraction", "1.5", "--overwrite"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--galaxy-nearby-fraction" in bad.stderr
+
+
 def test_starburst_has_large_halpha_equivalent_width(seed4):
     ds, _ = seed4
     ew, sub = ds.meta["sim_ew_halpha"], ds.meta["subclass"]

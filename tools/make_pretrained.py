@@ -121,6 +121,11 @@ def model_card(run: Path, dataset: Path, scheme: str, train_args: list[str]) -> 
         f"| {r['name']} | {_fmt(r.get('recall'))} | {_fmt(r.get('precision'))} | {_fmt(r.get('f1'))} | {r.get('support')} |"
         for r in metrics.get("per_class", [])
     )
+    if cal and not cal.get("fitted", True):
+        probs = (f"Probabilities are the raw softmax: no temperature could be fitted on the validation split "
+                 f"({cal.get('reason', 'no reason recorded')})")
+    else:
+        probs = "Probabilities are temperature-calibrated"
     command = " ".join(["python tools/make_pretrained.py", dataset.name, "--scheme", scheme,
                         *(["--", *train_args] if train_args else [])])
     return f"""# specclass pretrained classifier: {scheme}
@@ -131,7 +136,7 @@ Keras {cfg.get('keras_version')}, backend {cfg.get('device', {}).get('backend')}
 ## Intended use
 Classify optical spectra (SDSS/BOSS, LAMOST, DESI, text tables: anything `specclass predict`
 reads) into {', '.join(cfg.get('class_names', []))}: `specclass predict FILES` uses this
-classifier when no run folder is given. Probabilities are temperature-calibrated; rows with
+classifier when no run folder is given. {probs}; rows with
 `uncertain = 1` (top probability < 0.5) are more likely wrong than right.
 
 ## Data

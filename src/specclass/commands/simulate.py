@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from specclass.cli import CLIError
-from specclass.commands.argtypes import positive_int
+from specclass.commands.argtypes import positive_int, probability
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--snr", type=float, nargs=2, metavar=("MIN", "MAX"), default=(3.0, 40.0),
                    help="median S/N per pixel, drawn log-uniformly (default 3 40)")
     p.add_argument("--galaxy-z", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.01, 0.40),
-                   help="galaxy redshift range (default 0.01 0.40; emission-line galaxies stop at 0.36)")
+                   help="galaxy redshift range (default 0.01 0.40; emission-line galaxies stop at 0.36); "
+                        "--galaxy-nearby-fraction of them are drawn at z 0-0.01 instead")
+    p.add_argument("--galaxy-nearby-fraction", type=probability, default=0.1, metavar="F",
+                   help="fraction of galaxies and AGN drawn at z 0-0.01, where their absorption lines sit almost "
+                        "at rest like a star's (default 0.1; 0 = all within --galaxy-z)")
     p.add_argument("--qso-z", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.1, 4.0),
                    help="quasar redshift range (default 0.1 4.0)")
     p.add_argument("--label-source", choices=("pipeline", "construction"), default="pipeline",
@@ -67,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = SimulationConfig(
         n_per_class=args.n_per_class, labels=args.labels, seed=args.seed,
         snr_range=tuple(args.snr), galaxy_z=tuple(args.galaxy_z), qso_z=tuple(args.qso_z),
-        emission_z_max=min(0.36, args.galaxy_z[1]),
+        emission_z_max=min(0.36, args.galaxy_z[1]), galaxy_nearby_fraction=args.galaxy_nearby_fraction,
+        galaxy_nearby_z=(0.0, min(0.01, 0.36, args.galaxy_z[1])),
     )
     try:
         cfg.validate()
