@@ -38,6 +38,11 @@ training spectra) and predicts its own fold, so every real spectrum gets one
 out-of-fold prediction (266 real FITS spectra instead of the 31 of the single test
 split), and the LAMOST stars are scored by each fold's model (pooled).
 
+``--members K`` (with ``--folds``) trains K members per fold with training seeds ``--seed`` ...
+``--seed + K - 1`` on the same rows and adds a row for their ensemble (combined as
+``specclass.ensemble`` does); ``--reuse`` loads run folders an earlier run finished, so members can be
+added to an earlier cross-validation without training it again.
+
 ``--save-bundle FILE`` writes the built real and LAMOST datasets of every scheme to one
 compressed npz (flux/ivar scaled per row and stored as float16, labels, splits, meta)
 and ``--bundle FILE`` reads it instead of ``--shared-data``: how the same benchmark runs
