@@ -356,6 +356,17 @@ def ensemble_of(members: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     return oof, lam
 
 
+def cv_scores(real: Any, lamost: Any, oof: np.ndarray, lam: np.ndarray, folds: int) -> dict[str, Any]:
+    """The cross-validation rows' ``eval``: ``oof`` ``(N, C)`` scored on all of ``real`` and on its
+    FITS spectra, and ``lam`` ``(K, M, C)`` (every fold model's LAMOST probabilities, when any) on
+    ``lamost`` repeated K times."""
+    fits = np.asarray(real.meta["source"]) == "fits"
+    out = {"real, out-of-fold": _score(real, oof), "real FITS, out-of-fold": _score(real.subset(fits), oof[fits])}
+    if len(lam):
+        out[f"LAMOST, {folds} fold models pooled"] = _score(concat([lamost] * len(lam)), lam.reshape(-1, lam.shape[-1]))
+    return out
+
+
 def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any]:
     """Train and evaluate every combination; ``on_row(report_so_far)`` after each trained model
     (``main`` writes the partial tables then, so an interrupted run keeps what it measured)."""
@@ -404,23 +415,12 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                                             model_name, args.work / tag.replace(" ", "_").replace("(", "").replace(")", ""))
                         row.update(folds=args.folds, n_train=int(len(real) * (args.folds - 1) / args.folds),
                                    train_seconds=round(cv["seconds"], 1), best_epoch=cv["best_epoch"])
-                        row["eval"]["real, out-of-fold"] = _score(real, cv["oof"])
-                        fits = np.asarray(real.meta["source"]) == "fits"
-                        row["eval"]["real FITS, out-of-fold"] = _score(real.subset(fits), cv["oof"][fits])
-                        if len(cv["lamost"]):
-                            lam = concat([data["lamost"]] * len(cv["lamost"]))
-                            row["eval"][f"LAMOST, {args.folds} fold models pooled"] = _score(
-                                lam, cv["lamost"].reshape(-1, cv["lamost"].shape[-1]))
+                        row["eval"] = cv_scores(real, data["lamost"], cv["oof"], cv["lamost"], args.folds)
                         if len(cv["members"]) > 1:  # the same folds, K members per fold combined
                             e_oof, e_lam = ensemble_of(cv["members"])
-                            erow = {**row, "model": f"{model_name} x{len(cv['members'])} ensemble",
-                                    "members": len(cv["members"]), "eval": {}}
-                            erow["eval"]["real, out-of-fold"] = _score(real, e_oof)
-                            erow["eval"]["real FITS, out-of-fold"] = _score(real.subset(fits), e_oof[fits])
-                            if e_lam.size:
-                                erow["eval"][f"LAMOST, {args.folds} fold models pooled"] = _score(
-                                    lam, e_lam.reshape(-1, e_lam.shape[-1]))
-                            extra_rows.append(erow)
+                            extra_rows.append({**row, "model": f"{model_name} x{len(cv['members'])} ensemble",
+                                               "members": len(cv["members"]),
+                                               "eval": cv_scores(real, data["lamost"], e_oof, e_lam, args.folds)})
                     else:
                         trainable = ds.subset(ds.meta["split"] != 2)
                         res, t_train = _fit(args, trainable, model_name,

@@ -151,9 +151,8 @@ def run_temperature(run: persistence.LoadedRun, calibrate: bool = True) -> tuple
             log.warning("%s has no calibration.json (trained before calibration existed): raw softmax "
                         "probabilities (T = 1)", run.run_dir)
         return 1.0, f"raw softmax: {run.run_dir} has no calibration.json (T = 1)"
-    cal = run.calibration
-    if not getattr(cal, "fitted", True):  # e.g. a validation split the network got entirely right
-        why = getattr(cal, "reason", "") or "no reason recorded"
+    if not run.calibration.fitted and run.temperature == 1.0:  # e.g. a validation split it got entirely right
+        why = run.calibration.reason or "no reason recorded"
         return 1.0, f"raw softmax: temperature not fitted ({why}; calibration.json, T = 1)"
     return run.temperature, f"temperature scaling, T = {run.temperature:.4g} (calibration.json)"
 

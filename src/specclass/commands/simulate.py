@@ -68,11 +68,12 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out}: the file name must end in .h5, .hdf5 or .npz")
     if out.exists() and not args.overwrite:
         raise CLIError(f"--out {out}: file exists (use --overwrite to replace it)")
+    emission_z_max = min(0.36, args.galaxy_z[1])
     cfg = SimulationConfig(
         n_per_class=args.n_per_class, labels=args.labels, seed=args.seed,
         snr_range=tuple(args.snr), galaxy_z=tuple(args.galaxy_z), qso_z=tuple(args.qso_z),
-        emission_z_max=min(0.36, args.galaxy_z[1]), galaxy_nearby_fraction=args.galaxy_nearby_fraction,
-        galaxy_nearby_z=(0.0, min(0.01, 0.36, args.galaxy_z[1])),
+        emission_z_max=emission_z_max, galaxy_nearby_fraction=args.galaxy_nearby_fraction,
+        galaxy_nearby_z=(0.0, min(0.01, emission_z_max)),
     )
     try:
         cfg.validate()
