@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         agn_tp = sum(r["subclass"] == "AGN" and r["emu_subclass"] == "AGN" for r in same)
         agn_fp = sum(r["subclass"] != "AGN" and r["emu_subclass"] == "AGN" for r in same)
         s4 = sum(r["emu_seed4"] == r["seed4"] for r in sel)
+        # the whole SUBCLASS string of GALAXY/QSO ('AGN', 'STARFORMING BROADLINE', '', ...)
+        lined = [r for r in same if r["class"] in ("GALAXY", "QSO")]
+        sub_ok = {k: sum(r["emu_subclass"] == r["subclass"] for r in lined if r["generation"] == k) for k in ("sdss", "boss")}
+        sub_n = {k: sum(r["generation"] == k for r in lined) for k in ("sdss", "boss")}
         per = {c: f"{sum(r['emu_class'] == c for r in sel if r['class'] == c)}/{sum(r['class'] == c for r in sel)}"
                for c in ("GALAXY", "QSO", "STAR")}
         conf = Counter((r["class"], r["emu_class"]) for r in sel)
@@ -110,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "n": n, "class_agree": len(same), "class_agree_frac": len(same) / n, "per_class": per,
             "z_within_1000kms": zok, "agn_true": agn_true, "agn_found": agn_tp, "agn_false": agn_fp,
             "seed4_agree": s4, "seed4_agree_frac": s4 / n,
+            "subclass_agree": {k: f"{sub_ok[k]}/{sub_n[k]}" for k in sub_ok},
             "confusion": {f"{a}->{b}": v for (a, b), v in sorted(conf.items())},
         }
 
@@ -140,14 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         f"({1000 * result['seconds_per_spectrum']:.0f} ms per spectrum; reading excluded; "
         f"load average at start {result['environment']['loadavg_at_start']}).",
         "",
-        "| set | spectra | CLASS agrees | GALAXY | QSO | STAR | Z within 1000 km/s (of CLASS agreeing) | seed4 label agrees | AGN found / true (false AGN) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| set | spectra | CLASS agrees | GALAXY | QSO | STAR | Z within 1000 km/s (of CLASS agreeing) | seed4 label agrees | AGN found / true (false AGN) | GALAXY/QSO SUBCLASS string agrees, SDSS-I/II / BOSS reductions |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in (("all", result["all"]), ("complete (> 2000 Å of data)", result["complete"])):
         md.append(
             f"| {name} | {s['n']} | {s['class_agree']} ({100 * s['class_agree_frac']:.1f} %) | {s['per_class']['GALAXY']} | "
             f"{s['per_class']['QSO']} | {s['per_class']['STAR']} | {s['z_within_1000kms']}/{s['class_agree']} | "
-            f"{s['seed4_agree']} ({100 * s['seed4_agree_frac']:.1f} %) | {s['agn_found']}/{s['agn_true']} ({s['agn_false']}) |"
+            f"{s['seed4_agree']} ({100 * s['seed4_agree_frac']:.1f} %) | {s['agn_found']}/{s['agn_true']} ({s['agn_false']}) | "
+            f"{s['subclass_agree']['sdss']} / {s['subclass_agree']['boss']} |"
         )
     md += ["", "Disagreements (CLASS, Z or AGN):", "",
            "| file | run2d | pipeline | emulator | Δv (km/s) | RCHI2DIFF | good-pixel span (Å) |",

@@ -63,7 +63,7 @@ def classify(
     obj = prepare(loglam, flux, ivar, and_mask)
     res = decide(obj, generation=generation, run2d=run2d)
     if lines and res.class_ in ("GALAXY", "QSO"):
-        fit = fit_lines(obj.loglam, obj.flux, obj.ivar, res.z, res.class_)
+        fit = fit_lines(obj.loglam, obj.flux, obj.ivar, res.z, res.class_, generation=res.generation)
         res.lines = None if fit is None else {
             "area": fit.area, "area_err": fit.area_err, "ew": fit.ew, "ew_err": fit.ew_err,
             "sigma": fit.sigma, "sigma_err": fit.sigma_err, "dv": fit.dv, "dof": fit.dof,

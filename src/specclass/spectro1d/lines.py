@@ -3,10 +3,14 @@
 Follows idlspec2d ``speclinefit.pro`` / ``linebackfit.pro`` with the line list
 ``etc/emlines.par``: all lines (Lyα is not fitted) share one velocity offset
 (``zindex``), [OIII] 4959 is tied to 1/3 of [OIII] 5007 (``findex``), every other line has
-a free area. Widths: the early line list ties every width together (``windex``
-'wemission'); the SUBCLASS values of v5 reductions (QSOs with 'STARBURST BROADLINE': broad
-Hα beside narrow [NII]) need Balmer and permitted quasar lines to have a width of their
-own, so two width groups are fitted (:data:`WIDTH_GROUP_BROAD`, and the forbidden lines). The background under the lines is
+a free area. Widths follow the line list of the reduction (:data:`WIDTH_GROUPS`): the
+earlier ``emlines.par`` ties every width together (``windex`` 'wemission'), the later one
+gives the Balmer lines (Hε, Hδ, Hβ, Hα) a width of their own (``w_balmer``) beside the
+shared one. Measured on the real SDSS FITS spectra in ../shared
+(``benchmarks/spectro1d_agreement.py``), one shared width reproduces the SUBCLASS of the
+SDSS-I/II reductions (RUN2D 26) and the Balmer group that of the BOSS ones (v5_*), e.g.
+the 'AGN' galaxies spec-1655-53523-0204 and spec-2101-53858-0049 (broad Balmer wings, no
+BROADLINE) and the 'STARBURST BROADLINE' quasars of BOSS. The background under the lines is
 
 * GALAXY: a stellar continuum with free amplitude (the pipeline uses its ELODIE
   velocity-dispersion fit; here the line-free BOSS galaxy eigenspectra
@@ -64,7 +68,12 @@ BPT = ("[O_III] 5007", "H_beta", "H_alpha", "[N_II] 6583")
 #: Lines sharing the "broad" width (Balmer and the permitted quasar lines); the forbidden
 #: lines share the other width. The v5 pipeline's SUBCLASS values ('STARBURST BROADLINE'
 #: QSOs: broad Hα, narrow [NII]) need the Balmer width free of the forbidden lines'.
-WIDTH_GROUP_BROAD = frozenset({"C_IV 1549", "He_II 1640", "C_III] 1908", "Mg_II 2799", "H_delta", "H_gamma", "H_beta", "H_alpha"})
+WIDTH_GROUPS: dict[str, frozenset[str]] = {
+    # SDSS-I/II reductions: every line in 'wemission'
+    "sdss": frozenset(),
+    # BOSS/eBOSS reductions: 'w_balmer' (Hε is not in LINES; Hγ stays in 'wemission', as in the file)
+    "boss": frozenset({"H_delta", "H_beta", "H_alpha"}),
+}
 #: Thresholds of spreduce1d.pro.
 BPT_NSIGMA = 3.0
 STARBURST_EW = 50.0
@@ -109,7 +118,8 @@ def _galaxy_continuum() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(t.loglam, np.float64), np.asarray(t.flux, np.float64)
 
 
-def fit_lines(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float, class_: str) -> LineFit | None:
+def fit_lines(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float, class_: str,
+              generation: str = "sdss") -> LineFit | None:
     """Fit the line list at redshift ``z`` for a GALAXY or QSO.
 
     Args:
@@ -117,10 +127,17 @@ def fit_lines(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float, 
             after the pipeline masks).
         z: template redshift.
         class_: 'GALAXY' or 'QSO' (chooses background and initial width).
+        generation: 'sdss' or 'boss': the reduction's line list (:data:`WIDTH_GROUPS`).
+
+    Raises:
+        ValueError: unknown ``generation``.
 
     Returns:
         :class:`LineFit`, or None when no line of the list falls on good pixels.
     """
+    if generation not in WIDTH_GROUPS:
+        raise ValueError(f"generation must be one of {sorted(WIDTH_GROUPS)}, got {generation!r}")
+    group = WIDTH_GROUPS[generation]
     lam = 10 ** np.asarray(loglam, np.float64)
     good = ivar > 0
     lo_obs, hi_obs = lam[good].min() if good.any() else 0, lam[good].max() if good.any() else 0
@@ -180,7 +197,8 @@ def fit_lines(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float, 
     lam_s, f_s, sw = lam[sel], flux[sel], np.sqrt(ivar[sel])
     B = np.array([c[sel] for c in bg_cols]).T if bg_cols else np.zeros((sel.size, 0))
     centers0 = np.array([LINES[n] * (1 + z) for n in names])
-    broad = np.array([n in WIDTH_GROUP_BROAD for n in names])
+    broad = np.array([n in group for n in names])
+    two = bool(broad.any() and not broad.all())  # else one shared width (s_b == s_f)
     tie = {names.index("[O_III] 4959"): names.index("[O_III] 5007")} if "[O_III] 4959" in names and "[O_III] 5007" in names else {}
     free = [i for i in range(len(names)) if i not in tie]
     y = f_s * sw
@@ -212,34 +230,50 @@ def fit_lines(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float, 
     narrow_grid = np.geomspace(50.0, 800.0, 5)
     best = (np.inf, 0.0, 0.0)
     for sb in grid:
-        for sf in narrow_grid:
+        for sf in (narrow_grid if two else (sb,)):
             c2 = solve(0.0, sb, sf)[1]
             if c2 < best[0]:
                 best = (c2, sb, sf)
-    res = optimize.minimize(
-        lambda p: solve(p[0] * 100.0, float(np.exp(p[1])), float(np.exp(p[2])))[1],
-        x0=[0.0, np.log(best[1]), np.log(best[2])], method="Nelder-Mead",
-        bounds=[(-DV_MAX_KMS / 100.0, DV_MAX_KMS / 100.0), (np.log(20.0), np.log(20000.0)), (np.log(20.0), np.log(20000.0))],
-        options={"xatol": 5e-3, "fatol": 1e-2, "maxiter": 80},
-    )
+    log_bounds = (np.log(20.0), np.log(20000.0))
+    if two:
+        res = optimize.minimize(
+            lambda p: solve(p[0] * 100.0, float(np.exp(p[1])), float(np.exp(p[2])))[1],
+            x0=[0.0, np.log(best[1]), np.log(best[2])], method="Nelder-Mead",
+            bounds=[(-DV_MAX_KMS / 100.0, DV_MAX_KMS / 100.0), log_bounds, log_bounds],
+            options={"xatol": 5e-3, "fatol": 1e-2, "maxiter": 80},
+        )
+        log_sb, log_sf = res.x[1], res.x[2]
+    else:
+        res = optimize.minimize(
+            lambda p: solve(p[0] * 100.0, float(np.exp(p[1])), float(np.exp(p[1])))[1],
+            x0=[0.0, np.log(best[1])], method="Nelder-Mead",
+            bounds=[(-DV_MAX_KMS / 100.0, DV_MAX_KMS / 100.0), log_bounds],
+            options={"xatol": 5e-3, "fatol": 1e-2, "maxiter": 80},
+        )
+        log_sb = log_sf = res.x[1]
     dv = float(np.clip(res.x[0] * 100.0, -DV_MAX_KMS, DV_MAX_KMS))
-    s_b = float(np.clip(np.exp(res.x[1]), 20.0, 20000.0))
-    s_f = float(np.clip(np.exp(res.x[2]), 20.0, 20000.0))
+    s_b = float(np.clip(np.exp(log_sb), 20.0, 20000.0))
+    s_f = float(np.clip(np.exp(log_sf), 20.0, 20000.0))
     coef, chi2, X = solve(dv, s_b, s_f)
     # covariance of all parameters from the Jacobian (linear columns + numeric dv, sigmas)
     nfree = len(free)
     m0 = design(dv, s_b, s_f) @ coef[:nfree]
     d_dv = design(dv + 1.0, s_b, s_f) @ coef[:nfree] - m0
-    d_sb = (design(dv, s_b * 1.001, s_f) @ coef[:nfree] - m0) / (s_b * 1e-3)
-    d_sf = (design(dv, s_b, s_f * 1.001) @ coef[:nfree] - m0) / (s_f * 1e-3)
-    J = np.hstack([X, (d_dv * sw)[:, None], (d_sb * sw)[:, None], (d_sf * sw)[:, None]])
+    if two:
+        d_sb = (design(dv, s_b * 1.001, s_f) @ coef[:nfree] - m0) / (s_b * 1e-3)
+        d_sf = (design(dv, s_b, s_f * 1.001) @ coef[:nfree] - m0) / (s_f * 1e-3)
+        d_s = [d_sb, d_sf]
+    else:
+        d_s = [(design(dv, s_f * 1.001, s_f * 1.001) @ coef[:nfree] - m0) / (s_f * 1e-3)]
+    J = np.hstack([X, (d_dv * sw)[:, None], *((d * sw)[:, None] for d in d_s)])
     dof = int(sel.size - J.shape[1])
     try:
         cov = np.linalg.pinv(J.T @ J)
     except np.linalg.LinAlgError:
         cov = np.full((J.shape[1], J.shape[1]), np.nan)
     err = np.sqrt(np.clip(np.diag(cov), 0, None))
-    err_b, err_f = (float(e) if np.isfinite(e) and e > 0 else -1.0 for e in err[-2:])
+    err_w = [float(e) if np.isfinite(e) and e > 0 else -1.0 for e in err[len(err) - len(d_s):]]
+    err_b, err_f = (err_w[0], err_w[-1])
     area, area_err, ew, ew_err = {}, {}, {}, {}
     nb = B.shape[1]
     bg_coef = coef[len(free):]
@@ -262,8 +296,8 @@ def fit_lines(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, z: float, 
         area[n], area_err[n] = a, (ae if ae > 0 else -1.0)
         ew[n] = a / cont if cont > 0 else 0.0
         ew_err[n] = ae / cont if cont > 0 and ae > 0 else -1.0
-    sigma = {n: (s_b if n in WIDTH_GROUP_BROAD else s_f) for n in names}
-    sigma_err = {n: (err_b if n in WIDTH_GROUP_BROAD else err_f) for n in names}
+    sigma = {n: (s_b if b else s_f) for n, b in zip(names, broad)}
+    sigma_err = {n: (err_b if b else err_f) for n, b in zip(names, broad)}
     return LineFit(area, area_err, ew, ew_err, sigma, sigma_err, dv, dof)
 
 
