@@ -43,6 +43,12 @@ split), and the LAMOST stars are scored by each fold's model (pooled).
 ``specclass.ensemble`` does); ``--reuse`` loads run folders an earlier run finished, so members can be
 added to an earlier cross-validation without training it again.
 
+With ``--folds``, seed4 gets a row ``<model> + SDSS line rule``: the same out-of-fold
+probabilities after :func:`specclass.line_subclass.apply_line_rule` (AGN vs GALAXY decided
+by the measured emission lines for the spectra the network calls galaxies), which is what
+``specclass predict`` and ``evaluate`` give a seed4 run by default (``--no-line-rule``
+leaves the row out).
+
 ``--save-bundle FILE`` writes the built real and LAMOST datasets of every scheme to one
 compressed npz (flux/ivar scaled per row and stored as float16, labels, splits, meta)
 and ``--bundle FILE`` reads it instead of ``--shared-data``: how the same benchmark runs
@@ -367,9 +373,23 @@ def cv_scores(real: Any, lamost: Any, oof: np.ndarray, lam: np.ndarray, folds: i
     return out
 
 
+def line_rule_proba(ds: Any, proba: np.ndarray) -> np.ndarray:
+    """``proba`` ``(N, C)`` (or ``(K, N, C)``, one per fold model) after the SDSS line rule that
+    ``specclass predict``/``evaluate`` apply to seed4 runs by default
+    (:func:`specclass.line_subclass.apply_line_rule`, template generation per row as the emulator)."""
+    from specclass.line_subclass import apply_line_rule
+    from specclass.simulate.pipeline_labels import generations
+
+    if proba.ndim == 3:
+        return np.stack([line_rule_proba(ds, p) for p in proba])
+    return apply_line_rule(proba, list(ds.class_names), ds.loglam, ds.flux, ds.ivar,
+                           generations(ds.meta, len(ds))).proba
+
+
 def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any]:
     """Train and evaluate every combination; ``on_row(report_so_far)`` after each trained model
     (``main`` writes the partial tables then, so an interrupted run keeps what it measured)."""
+    from specclass import line_subclass
 
     bundle = read_bundle(args.bundle) if args.bundle else None
     results: list[dict[str, Any]] = []
@@ -416,6 +436,12 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                         row.update(folds=args.folds, n_train=int(len(real) * (args.folds - 1) / args.folds),
                                    train_seconds=round(cv["seconds"], 1), best_epoch=cv["best_epoch"])
                         row["eval"] = cv_scores(real, data["lamost"], cv["oof"], cv["lamost"], args.folds)
+                        if args.line_rule and line_subclass.applies(real.class_names):
+                            # the default seed4 prediction: AGN vs GALAXY by the measured lines
+                            extra_rows.append({**row, "model": f"{model_name} + SDSS line rule", "eval": cv_scores(
+                                real, data["lamost"], line_rule_proba(real, cv["oof"]),
+                                line_rule_proba(data["lamost"], cv["lamost"]) if len(cv["lamost"]) else cv["lamost"],
+                                args.folds)})
                         if len(cv["members"]) > 1:  # the same folds, K members per fold combined
                             e_oof, e_lam = ensemble_of(cv["members"])
                             extra_rows.append({**row, "model": f"{model_name} x{len(cv['members'])} ensemble",
@@ -526,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-labels", choices=("pipeline", "construction", "both"), default="pipeline",
                    help="label simulated spectra by the emulated SDSS pipeline (default), by construction, or "
                         "train on each ('real+sim' and 'real+sim (construction labels)')")
+    p.add_argument("--no-line-rule", dest="line_rule", action="store_false",
+                   help="leave out the cross-validation row '... + SDSS line rule' (seed4: AGN vs GALAXY decided by "
+                        "the measured emission lines, as specclass predict/evaluate do by default)")
     p.add_argument("--no-emulator", dest="emulator", action="store_false",
                    help="leave out the pipeline-emulator row (the non-ML anchor)")
     p.add_argument("--no-text-stars", action="store_true", help="leave out the 963 flux-only text star spectra")

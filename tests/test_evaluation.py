@@ -219,9 +219,19 @@ def test_evaluate_run_writes_everything(spectral_run):
     m = evaluate_run(run_dir, path, split="all")
     assert m["n"] == len(ds) and m["split"] == "all"
     assert m["confusion_matrix"]["labels"] == ds.class_names == ["AGN", "GALAXY", "QSO", "STAR"]
-    expected = model.predict(pre.transform(ds.flux, ds.ivar), verbose=0).argmax(axis=1)
+    network = model.predict(pre.transform(ds.flux, ds.ivar), verbose=0)
+    # seed4: AGN vs GALAXY is decided by the measured lines for the network's galaxies (default)
+    from specclass.line_subclass import apply_line_rule
+    from specclass.simulate.pipeline_labels import generations
+
+    expected = apply_line_rule(network, ds.class_names, ds.loglam, ds.flux, ds.ivar,
+                               generations(ds.meta, len(ds))).proba.argmax(axis=1)
     np.testing.assert_array_equal(
         m["confusion_matrix"]["counts"], confusion_matrix(ds.labels, expected, labels=range(4)))
+    rule = m["line_rule"]
+    assert rule["applied"] and rule["changed"] == int((network.argmax(axis=1) != expected).sum())
+    assert rule["network_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(ds.labels, network.argmax(1)))
+    assert 0 < rule["measured"] <= len(ds)
     assert m["dataset"]["per_class"] == {c: int((ds.labels == i).sum()) for i, c in enumerate(ds.class_names)}
     assert set(m["by_source"]) == {"fits"} and m["by_zwarning"]["zwarning == 0"]["n"] > 0
     assert set(m["small_classes"]) >= {"AGN", "STAR"}  # 2 examples each in the shared set

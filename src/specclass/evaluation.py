@@ -340,6 +340,7 @@ def evaluate_run(
     batch_size: int = 256,
     calibrate: bool = True,
     uncertain_below: float | None = None,
+    line_rule: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a spectral run folder on one split of a dataset and write the results.
 
@@ -370,6 +371,10 @@ def evaluate_run(
         calibrate: apply the run's temperature (False: raw softmax, ``T = 1``).
         uncertain_below: threshold of the uncertain flag (default
             :data:`specclass.calibration.DEFAULT_UNCERTAIN_BELOW`).
+        line_rule: decide AGN vs GALAXY by the pipeline's line rule for the spectra the
+            network calls galaxies (:mod:`specclass.line_subclass`); None (default) = when
+            the run has both classes (seed4). ``metrics["line_rule"]`` then gives how many
+            spectra were measured and changed, and the network's own balanced accuracy.
 
     Returns:
         The metrics dict (as written to ``metrics.json``) with an added ``"files"``
@@ -380,7 +385,7 @@ def evaluate_run(
             the run's (names both lists).
         FileNotFoundError: if the run folder or dataset file does not exist.
     """
-    from specclass import persistence, plots, report
+    from specclass import line_subclass, persistence, plots, report
     from specclass.calibration import DEFAULT_UNCERTAIN_BELOW, apply_temperature, check_threshold
     from specclass.predict import predict_arrays, run_temperature
     from specclass.spectra.dataset import SpectralDataset
@@ -413,8 +418,24 @@ def evaluate_run(
     else:
         proba_raw = predict_arrays(run.model, run.preprocessor, data.flux, data.ivar, batch_size=batch_size)
         proba = apply_temperature(proba_raw, temperature)
+    rule = None
+    if line_rule or (line_rule is None and line_subclass.applies(class_names)):
+        from specclass.simulate.pipeline_labels import generations
+
+        rule = line_subclass.apply_line_rule(proba, class_names, data.loglam, data.flux, data.ivar,
+                                             generations(data.meta, len(data)))
+        network_proba, proba = proba, rule.proba
     metrics = evaluate_predictions(data.labels, proba, class_names, meta=data.meta)
     metrics["split"] = split
+    if rule is not None:
+        net = evaluate_predictions(data.labels, network_proba, class_names)
+        metrics["line_rule"] = {
+            "applied": True,
+            "measured": int(rule.measured.sum()),
+            "changed": int((np.argmax(network_proba, 1) != np.argmax(proba, 1)).sum()),
+            "network_accuracy": net["accuracy"],
+            "network_balanced_accuracy": net["balanced_accuracy"],
+        }
     metrics["calibration"] = calibration_metrics(data.labels, proba_raw, temperature, uncertain_below, source=how,
                                                  proba_calibrated=proba)
     metrics["dataset"] = dict(

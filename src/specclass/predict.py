@@ -27,6 +27,14 @@ top probability under 0.5 means the predicted class is more likely wrong than
 right), else 0. ``predicted_class`` stays the arg-max either way, so nothing is
 lost: filter on ``uncertain`` to abstain.
 
+**seed4 runs (classes GALAXY and AGN)**: AGN vs GALAXY is decided the pipeline's way by
+default (:mod:`specclass.line_subclass`): for every spectrum the network puts in the
+galaxy family, the emission lines are measured at the GALAXY-template redshift and the
+SDSS BPT rule gives the family's probability to AGN or GALAXY. Two columns are added
+before ``reason`` (:data:`LINE_RULE_COLUMNS`): ``network_class`` (the network's own
+arg-max) and ``line_subclass`` (the measured SDSS SUBCLASS, empty where the lines were not
+measured). ``line_rule=False`` (``--no-line-rule``) keeps the network's probabilities.
+
 Unknown values: in the row dicts they follow :class:`specclass.spectrum.SpectrumMeta`
 (``z`` NaN, ``zwarning``/``plate``/``mjd``/``fiberid`` -1, strings empty); in the CSV
 every unknown value is an **empty cell**, which ``astropy.table.Table.read(...,
@@ -56,6 +64,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: Columns added when the line rule decides AGN vs GALAXY (:func:`add_line_rule`).
+LINE_RULE_COLUMNS = ("network_class", "line_subclass")
 #: Columns added by ``predict --spectro1d`` (:func:`add_spectro1d`).
 SPECTRO1D_COLUMNS = ("spectro1d_class", "spectro1d_subclass", "spectro1d_z", "spectro1d_rchi2diff", "spectro1d_label")
 
@@ -184,6 +194,7 @@ def predict_files(
     uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
     skipped: list[tuple[Path, str]] | None = None,
     spectro1d: bool = False,
+    line_rule: bool | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify spectrum files with a run folder.
 
@@ -209,6 +220,8 @@ def predict_files(
         spectro1d: also run the emulated SDSS pipeline (:mod:`specclass.spectro1d`) on each
             gridded spectrum and add :data:`SPECTRO1D_COLUMNS` (its CLASS, SUBCLASS, Z,
             RCHI2DIFF and the label it implies in the run's classes); 0.03-0.3 s per spectrum.
+        line_rule: decide AGN vs GALAXY by the measured lines (module docstring); None
+            (default) = when the run has both classes; 0.02-0.1 s per galaxy-family spectrum.
 
     Returns:
         ``(rows, failures)``: one dict per spectrum classified (see module
@@ -241,7 +254,8 @@ def predict_files(
         if metas:
             proba = predict_arrays(run.model, pre, np.stack(fluxes), np.stack(ivars), batch_size=batch_size,
                                    temperature=temperature)
-            new = [_row(meta, p, pre.class_names, uncertain_below) for meta, p in zip(metas, proba)]
+            new = add_line_rule(metas, proba, pre, np.stack(fluxes), np.stack(ivars), gens, line_rule,
+                                uncertain_below)
             if spectro1d:
                 add_spectro1d(new, pre.loglam, np.stack(fluxes), np.stack(ivars), pre.class_names, gens)
             rows.extend(new)
@@ -296,6 +310,33 @@ def predict_files(
     return rows, failures
 
 
+def add_line_rule(metas: list[dict[str, Any]], proba: np.ndarray, pre: Preprocessor, flux: Any, ivar: Any,
+                  generation: Sequence[str] | str, line_rule: bool | None,
+                  uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> list[dict[str, Any]]:
+    """Output rows for ``metas`` from ``(N, C)`` probabilities, after the line rule when it applies.
+
+    With ``line_rule`` True, or None and a run whose classes hold GALAXY and AGN, AGN vs GALAXY
+    is decided by :func:`specclass.line_subclass.apply_line_rule` on the gridded ``(N, L)``
+    ``flux``/``ivar`` and the rows get :data:`LINE_RULE_COLUMNS`.
+
+    Raises:
+        ValueError: ``line_rule`` is True and the run lacks GALAXY or AGN.
+    """
+    from specclass import line_subclass
+
+    names = pre.class_names
+    if not (line_rule or (line_rule is None and line_subclass.applies(names))):
+        return [_row(meta, p, names, uncertain_below) for meta, p in zip(metas, proba)]
+    res = line_subclass.apply_line_rule(proba, names, pre.loglam, flux, ivar, generation)
+    rows = []
+    for i, meta in enumerate(metas):
+        row = _row(meta, res.proba[i], names, uncertain_below)
+        row["network_class"] = names[int(np.argmax(proba[i]))]
+        row["line_subclass"] = str(res.subclass[i]) if res.measured[i] else ""
+        rows.append(row)
+    return rows
+
+
 def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
                   class_names: list[str], generation: list[str] | str = "sdss") -> None:
     """Add the emulated SDSS pipeline's decision to prediction rows, in place.
@@ -335,6 +376,7 @@ def predict_dataset(
     fmt: str = "keras",
     calibrate: bool = True,
     uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
+    line_rule: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Classify the rows of a dataset (already on a grid) with a run folder.
 
@@ -343,7 +385,7 @@ def predict_dataset(
         dataset: a :class:`~specclass.spectra.dataset.SpectralDataset` or its file.
         split: ``"train"``, ``"val"``, ``"test"`` or ``None`` (every row).
         out: optional CSV path (written atomically).
-        calibrate, uncertain_below: as :func:`predict_files`.
+        calibrate, uncertain_below, line_rule: as :func:`predict_files`.
 
     Returns:
         One row dict per dataset row; ``file_class`` is the row's label name.
@@ -372,10 +414,10 @@ def predict_dataset(
     proba = predict_arrays(run.model, pre, dataset.flux, dataset.ivar, batch_size=batch_size,
                            temperature=temperature)
     meta = dataset.meta
-    rows = []
+    metas = []
     for i in range(len(dataset)):
         label = int(dataset.labels[i])
-        rows.append(_row({
+        metas.append({
             "file": str(meta["file"][i]),
             "row": i,
             "plate": int(meta["plate"][i]),
@@ -386,7 +428,11 @@ def predict_dataset(
             "file_subclass": str(meta["subclass"][i]),
             "z": float(meta["z"][i]),
             "zwarning": int(meta["zwarning"][i]),
-        }, proba[i], pre.class_names, uncertain_below))
+        })
+    from specclass.simulate.pipeline_labels import generations
+
+    rows = add_line_rule(metas, proba, pre, dataset.flux, dataset.ivar, generations(meta, len(dataset)), line_rule,
+                         uncertain_below)
     if out is not None:
         write_predictions_csv(out, rows, [], pre.class_names)
     return rows
@@ -405,6 +451,8 @@ def write_predictions_csv(
     ``plate``/``mjd``/``fiberid``/``zwarning``) as empty cells.
     """
     columns = [*BASE_COLUMNS, *(f"p_{c}" for c in class_names), "reason"]
+    if any("network_class" in r for r in rows):
+        columns = [*columns[:-1], *LINE_RULE_COLUMNS, "reason"]
     if any("spectro1d_class" in r for r in rows):
         columns = [*columns[:-1], *SPECTRO1D_COLUMNS, "reason"]
     buf = io.StringIO()

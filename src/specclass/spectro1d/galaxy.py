@@ -1,0 +1,78 @@
+"""The SDSS emission-line SUBCLASS of a spectrum already known to be a galaxy.
+
+The pipeline decides SUBCLASS *after* CLASS (idlspec2d ``spreduce1d.pro``): at the best
+GALAXY redshift it fits Gaussian lines and applies the BPT rule (:mod:`.lines`). When a
+classifier has already decided that a spectrum is a galaxy, only that second step is
+needed: the redshift comes from the GALAXY eigenspectra alone (:mod:`.zscan`, the
+pipeline's GALAXY range), not from the full GALAXY/QSO/STAR decision of :mod:`.classify`,
+which costs 3-10x more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from specclass.spectro1d.lines import fit_lines, subclass_from_lines
+from specclass.spectro1d.templates import load_template_sets, template_generation
+from specclass.spectro1d.zscan import find_minima, prepare, scan
+
+
+@dataclass(frozen=True)
+class GalaxyLines:
+    """What :func:`galaxy_subclass` measured.
+
+    Attributes:
+        subclass: the pipeline's SUBCLASS from the line fit: 'AGN', 'STARFORMING',
+            'STARBURST' (each possibly followed by ' BROADLINE'), 'BROADLINE' or ''
+            (no BPT line pair detected at 3 sigma); None when no fit was possible
+            (no GALAXY template fit with enough degrees of freedom, or no line in range).
+        z: redshift of the best GALAXY eigenspectrum fit (NaN when none).
+        rchi2: its chi2/dof (NaN when none).
+    """
+
+    subclass: str | None
+    z: float
+    rchi2: float
+
+
+def galaxy_subclass(
+    loglam: np.ndarray,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    and_mask: np.ndarray | None = None,
+    generation: str | None = None,
+    run2d: str = "",
+) -> GalaxyLines:
+    """The pipeline's line SUBCLASS of one spectrum taken to be a GALAXY.
+
+    Args:
+        loglam: ``(N,)`` log10 vacuum Å in uniform 1e-4 dex steps.
+        flux: ``(N,)`` 1e-17 erg/s/cm²/Å.
+        ivar: ``(N,)`` inverse variance (0 = no data).
+        and_mask: ``(N,)`` SPPIXMASK AND-mask, or None.
+        generation: 'sdss' (-53724 templates) or 'boss' (later ones); None picks it from
+            ``run2d`` and the wavelength range (:func:`.templates.template_generation`).
+        run2d: the reduction's RUN2D, when known.
+
+    Returns:
+        :class:`GalaxyLines`; seed4's AGN is ``subclass == 'AGN'`` exactly (SDSS
+        'AGN BROADLINE' is not AGN).
+
+    Raises:
+        specclass.spectro1d.ScanError: arrays of different lengths or a non-uniform grid.
+        specclass.spectro1d.TemplateError: a shipped template file is missing.
+    """
+    obj = prepare(loglam, flux, ivar, and_mask)
+    gen = generation or template_generation(run2d, float(obj.loglam[-1]))
+    galaxy = next(ts for ts in load_template_sets(gen) if ts.kind == "GALAXY")
+    best = None
+    for curve in scan(obj, galaxy):
+        for m in find_minima(curve, 1, galaxy.width):
+            if np.isfinite(m.rchi2) and (best is None or m.rchi2 < best.rchi2):
+                best = m
+    if best is None:
+        return GalaxyLines(None, float("nan"), float("nan"))
+    fit = fit_lines(obj.loglam, obj.flux, obj.ivar, best.z, "GALAXY", generation=gen)
+    return GalaxyLines(None if fit is None else subclass_from_lines(fit), float(best.z), float(best.rchi2))
