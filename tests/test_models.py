@@ -155,21 +155,6 @@ def test_spectral_resnet_options_channels_schedule():
     assert model_spec("spectral_resnet").options["channels"] == 1
 
 
-def test_spectral_tutorial_cosine_decay_is_optional():
-    """Without ``decay_steps`` the tutorial network keeps its constant Adam rate; with it the
-    rate falls along a cosine from ``learning_rate`` to 1 % of it at the last step."""
-    const = get_model("spectral_tutorial", 2000, 3)
-    assert not isinstance(const.optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
-    assert float(const.optimizer.learning_rate) == pytest.approx(1e-3)
-    model = get_model("spectral_tutorial", 2000, 3, learning_rate=2e-3, decay_steps=100)
-    sched = model.optimizer._learning_rate
-    assert isinstance(sched, keras.optimizers.schedules.CosineDecay)
-    assert float(sched(0)) == pytest.approx(2e-3)
-    assert float(sched(50)) == pytest.approx(2e-3 * (0.01 + 0.99 * 0.5), rel=1e-4)
-    assert float(sched(100)) == pytest.approx(2e-5, rel=1e-4)
-    assert "decay_steps" in model_spec("spectral_tutorial").options
-
-
 @pytest.mark.skipif(
     subprocess.run([sys.executable, "-c", "import jax"], capture_output=True).returncode != 0,
     reason="jax not installed",

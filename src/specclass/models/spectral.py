@@ -50,7 +50,6 @@ def spectral_tutorial(
     *,
     channels: int = 1,
     learning_rate: float = 1e-3,
-    decay_steps: int | None = None,
 ) -> keras.Model:
     """The seed tutorial's network, kept exact as the baseline (Conv1D 64/80/10, 128/40/10).
 
@@ -81,12 +80,6 @@ def spectral_tutorial(
         n_classes: number of classes.
         channels: input channels (1 = flux only, as in the tutorial).
         learning_rate: Adam learning rate (Keras default 1e-3).
-        decay_steps: total optimizer steps of a cosine learning-rate decay from
-            ``learning_rate`` to 1 % of it (``keras.optimizers.schedules.CosineDecay``,
-            Loshchilov & Hutter 2017, arXiv:1608.03983); ``None`` or 0 = the tutorial's
-            constant rate. :func:`specclass.training.train` sets it to the run's total
-            steps unless ``model_options`` gives it (README "Benchmarks": the decay is
-            part of the default recipe).
 
     Returns:
         Compiled ``keras.Model`` named ``spectral_tutorial``.
@@ -119,26 +112,11 @@ def spectral_tutorial(
         name="spectral_tutorial",
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(learning_rate, decay_steps)),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     return model
-
-
-def _learning_rate(learning_rate: float, decay_steps: int | None, warmup_steps: int = 0) -> Any:
-    """``learning_rate``, or with ``decay_steps`` a cosine decay to 1 % of it over that many
-    optimizer steps after ``warmup_steps`` of linear warm-up from a tenth of it."""
-    if not decay_steps:
-        return learning_rate
-    warmup = int(warmup_steps)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate if not warmup else learning_rate / 10,
-        decay_steps=max(1, int(decay_steps) - warmup),
-        alpha=0.01,
-        warmup_target=learning_rate if warmup else None,
-        warmup_steps=warmup,
-    )
 
 
 def _check_classes(name: str, n_classes: int, channels: int) -> None:
@@ -309,7 +287,16 @@ def spectral_resnet(
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(pooled)
     model = keras.Model(inputs, outputs, name="spectral_resnet")
 
-    lr = _learning_rate(learning_rate, decay_steps, warmup_steps)
+    lr: Any = learning_rate
+    if decay_steps:
+        warmup = int(warmup_steps)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=learning_rate if not warmup else learning_rate / 10,
+            decay_steps=max(1, int(decay_steps) - warmup),
+            alpha=0.01,
+            warmup_target=learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
     if weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=weight_decay)
     else:
