@@ -128,6 +128,10 @@ def model_card(run: Path, dataset: Path, scheme: str, train_args: list[str]) -> 
         probs = "Probabilities are temperature-calibrated"
     command = " ".join(["python tools/make_pretrained.py", dataset.name, "--scheme", scheme,
                         *(["--", *train_args] if train_args else [])])
+    rule = ("" if not all(c in cfg.get("class_names", []) for c in ("GALAXY", "AGN")) else
+            "\nAGN vs GALAXY is decided the SDSS pipeline's way for the spectra the network calls galaxies: by the\n"
+            "BPT rule on the measured emission lines (`specclass.line_subclass`; columns `network_class`,\n"
+            "`line_subclass`; `--no-line-rule` gives the network's own call).")
     return f"""# specclass pretrained classifier: {scheme}
 
 Made {datetime.now(timezone.utc):%Y-%m-%d} by `{command}` (specclass {cfg.get('specclass_version')},
@@ -137,7 +141,7 @@ Keras {cfg.get('keras_version')}, backend {cfg.get('device', {}).get('backend')}
 Classify optical spectra (SDSS/BOSS, LAMOST, DESI, text tables: anything `specclass predict`
 reads) into {', '.join(cfg.get('class_names', []))}: `specclass predict FILES` uses this
 classifier when no run folder is given. {probs}; rows with
-`uncertain = 1` (top probability < 0.5) are more likely wrong than right.
+`uncertain = 1` (top probability < 0.5) are more likely wrong than right.{rule}
 
 ## Data
 Dataset `{dataset.name}` (label scheme `{cfg.get('dataset', {}).get('label_scheme')}`,
