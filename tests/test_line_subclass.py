@@ -68,6 +68,8 @@ def test_rule_moves_the_galaxy_family_to_the_measured_subclass(sdss_dir):
 
 def test_rule_needs_galaxy_and_agn_classes():
     assert applies(["AGN", "GALAXY", "QSO", "STAR"]) and not applies(["GALAXY", "QSO", "STAR"])
+    sdss_pixels = 3.58 + 1e-4 * np.arange(100)
+    assert applies(["AGN", "GALAXY"], sdss_pixels) and not applies(["AGN", "GALAXY"], 3.58 + 2e-4 * np.arange(100))
     with pytest.raises(ValueError, match="GALAXY.*AGN"):
         apply_line_rule(np.full((1, 3), 1 / 3), ["GALAXY", "QSO", "STAR"], np.arange(10) * 1e-4 + 3.6,
                         np.ones((1, 10)), np.ones((1, 10)))

@@ -46,9 +46,18 @@ class LineRuleResult:
     z: np.ndarray
 
 
-def applies(class_names: Sequence[str]) -> bool:
-    """True when the run's classes hold both GALAXY and AGN (the seed4 scheme)."""
-    return all(c in class_names for c in RULE_CLASSES)
+def applies(class_names: Sequence[str], loglam: np.ndarray | None = None) -> bool:
+    """True when the run's classes hold both GALAXY and AGN (the seed4 scheme) and, when
+    ``loglam`` is given, its grid is on SDSS's uniform 1e-4 dex pixels (the line fits need
+    them; a run trained on a coarser ``--grid-step`` keeps the network's call)."""
+    if not all(c in class_names for c in RULE_CLASSES):
+        return False
+    if loglam is None:
+        return True
+    from specclass.spectro1d.templates import DLOGLAM
+
+    step = np.diff(np.asarray(loglam, dtype=np.float64))
+    return bool(step.size and np.abs(step - DLOGLAM).max() <= 0.02 * DLOGLAM)
 
 
 def apply_line_rule(

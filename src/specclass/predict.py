@@ -325,7 +325,7 @@ def add_line_rule(metas: list[dict[str, Any]], proba: np.ndarray, pre: Preproces
     from specclass import line_subclass
 
     names = pre.class_names
-    if not (line_rule or (line_rule is None and line_subclass.applies(names))):
+    if not (line_rule or (line_rule is None and line_subclass.applies(names, pre.loglam))):
         return [_row(meta, p, names, uncertain_below) for meta, p in zip(metas, proba)]
     res = line_subclass.apply_line_rule(proba, names, pre.loglam, flux, ivar, generation)
     rows = []
