@@ -228,6 +228,38 @@ def test_some_galaxies_are_nearby_like_the_bulge_the_network_called_a_star():
         SimulationConfig(galaxy_nearby_fraction=1.5).validate()
 
 
+def test_low_z_quasars_get_narrow_line_regions_like_the_quasars_the_network_called_galaxies():
+    # spec-0851-52376-0443 and spec-2025-53431-0603 (QSO BROADLINE, z 0.40 and 0.27: strong narrow [OIII]
+    # beside broad Balmer lines) were called GALAXY at p = 0.97-1.00; simulated quasars had only the
+    # eigenspectra's own narrow lines. (Off by default: in the cross-validation it cost QSO recall.)
+    from specclass.simulate.simulator import QSO_NLR_EW_OIII
+
+    ds = simulate(300, labels="class3", seed=7, label_source="construction", qso_narrow_line_fraction=0.5)
+    q = ds.labels == 1
+    z, ratio = ds.meta["z"][q], ds.meta["sim_log_oiii_hb"][q]
+    low = z < 0.8
+    assert np.isnan(ratio[~low]).all()
+    assert 0.35 < np.mean(np.isfinite(ratio[low])) < 0.65
+    x = ds.meta["sim_log_nii_ha"][q][np.isfinite(ratio)]
+    assert np.all(ratio[np.isfinite(ratio)] > L.sdss_agn_line(x))  # Seyfert ratios, above the SDSS AGN line
+    off = simulate(100, labels="class3", seed=7, label_source="construction")  # the default: 0
+    assert np.isnan(off.meta["sim_log_oiii_hb"][off.labels == 1]).all()
+
+    # the lines themselves: on a flat unit continuum the [OIII] 5007 line's integral is its observed EW
+    sim = Simulator(SimulationConfig(labels="class3"))
+    info: dict = {}
+    zq = 0.3
+    lines = sim._narrow_line_region(np.random.default_rng(1), np.ones(sim.loglam.size), zq, info)
+    lam = 10**sim.loglam
+    near = np.abs(lam / (L.LINES_VACUUM["OIII_5008"] * (1 + zq)) - 1) < 0.004
+    ew_obs = float(np.sum(lines[near] * np.gradient(lam)[near]))
+    assert QSO_NLR_EW_OIII[0] <= info["narrow_ew_oiii"] <= QSO_NLR_EW_OIII[1]
+    assert ew_obs == pytest.approx(info["narrow_ew_oiii"] * (1 + zq), rel=0.02)
+    assert 150 <= info["sigma_kms"] <= 450
+    with pytest.raises(ValueError, match="qso_narrow_line_fraction"):
+        SimulationConfig(qso_narrow_line_fraction=-0.1).validate()
+
+
 def test_cli_nearby_galaxy_fraction(tmp_path):
     # the trial user's case: --galaxy-z 0.1 0.3 still drew a tenth of the galaxies at z < 0.01;
     # --galaxy-nearby-fraction says so and turns it off

@@ -39,6 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--galaxy-nearby-fraction", type=probability, default=0.1, metavar="F",
                    help="fraction of galaxies and AGN drawn at z 0-0.01, where their absorption lines sit almost "
                         "at rest like a star's (default 0.1; 0 = all within --galaxy-z)")
+    p.add_argument("--qso-narrow-line-fraction", type=probability, default=0.0, metavar="F",
+                   help="fraction of quasars below z 0.8 given an extra narrow-line region (Seyfert [OIII], [NII], "
+                        "narrow Balmer lines; default 0: the eigenspectra's own lines only; 0.5 cost QSO recall "
+                        "in the cross-validation, README 'Benchmarks')")
     p.add_argument("--qso-z", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.1, 4.0),
                    help="quasar redshift range (default 0.1 4.0)")
     p.add_argument("--label-source", choices=("pipeline", "construction"), default="pipeline",
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         n_per_class=args.n_per_class, labels=args.labels, seed=args.seed,
         snr_range=tuple(args.snr), galaxy_z=tuple(args.galaxy_z), qso_z=tuple(args.qso_z),
         emission_z_max=emission_z_max, galaxy_nearby_fraction=args.galaxy_nearby_fraction,
+        qso_narrow_line_fraction=args.qso_narrow_line_fraction,
         galaxy_nearby_z=(0.0, min(0.01, emission_z_max)),
     )
     try:
