@@ -361,7 +361,8 @@ def evaluate_run(
     accuracy figure, is the same either way; the probabilities of
     ``misclassified`` are the calibrated ones. ``metrics["calibration"]`` holds
     :func:`calibration_metrics` (ECE raw and calibrated, ``T``, coverage and
-    accuracy / balanced accuracy of the rows not flagged uncertain).
+    accuracy / balanced accuracy of the rows not flagged uncertain) of the network's
+    own probabilities, before the seed4 line rule.
 
     Args:
         run_dir: the run folder written by ``specclass train``.
@@ -436,8 +437,9 @@ def evaluate_run(
             "network_accuracy": net["accuracy"],
             "network_balanced_accuracy": net["balanced_accuracy"],
         }
+    # calibration describes the network's probabilities (raw vs temperature-scaled), before the line rule
     metrics["calibration"] = calibration_metrics(data.labels, proba_raw, temperature, uncertain_below, source=how,
-                                                 proba_calibrated=proba)
+                                                 proba_calibrated=proba if rule is None else network_proba)
     metrics["dataset"] = dict(
         dataset_summary(data.labels, class_names),
         file=str(dataset_path) if dataset_path else None,

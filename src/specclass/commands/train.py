@@ -151,9 +151,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _line_rule_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-line-rule", dest="line_rule", action="store_false", default=None,
-                        help="seed4 runs: keep the network's AGN / GALAXY probabilities instead of deciding AGN vs "
-                             "GALAXY by the SDSS pipeline's BPT rule on the measured emission lines (the default, "
-                             "README 'Benchmarks'; 0.02-0.1 s per spectrum the network calls a galaxy)")
+                        help="seed4 runs: keep the network's own probabilities. By default, a spectrum whose "
+                             "P(GALAXY) + P(AGN) is at least every other class's probability is a galaxy (so a split "
+                             "GALAXY/AGN call can outweigh a larger single QSO or STAR probability), and AGN vs GALAXY "
+                             "is decided by the SDSS pipeline's BPT rule on its measured emission lines (README "
+                             "'Benchmarks'; 0.02-0.1 s per such spectrum; only for runs on SDSS's 1e-4 dex pixels)")
 
 
 def _calibration_options(parser: argparse.ArgumentParser) -> None:
