@@ -442,6 +442,12 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                                 real, data["lamost"], line_rule_proba(real, cv["oof"]),
                                 line_rule_proba(data["lamost"], cv["lamost"]) if len(cv["lamost"]) else cv["lamost"],
                                 args.folds)})
+                        if args.line_rule and line_subclass.applies(real.class_names):
+                            for m, (m_oof, m_lam) in enumerate(cv["members"][1:], start=1):  # each seed's own
+                                extra_rows.append({**row, "model": f"{model_name} seed {args.seed + m} + SDSS line rule",
+                                                   "eval": cv_scores(real, data["lamost"], line_rule_proba(real, m_oof),
+                                                                     line_rule_proba(data["lamost"], m_lam) if len(m_lam)
+                                                                     else m_lam, args.folds)})
                         if len(cv["members"]) > 1:  # the same folds, K members per fold combined
                             e_oof, e_lam = ensemble_of(cv["members"])
                             extra_rows.append({**row, "model": f"{model_name} x{len(cv['members'])} ensemble",
