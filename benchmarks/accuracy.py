@@ -380,8 +380,8 @@ def line_rule_proba(ds: Any, proba: np.ndarray) -> np.ndarray:
     from specclass.line_subclass import apply_line_rule
     from specclass.simulate.pipeline_labels import generations
 
-    if proba.ndim == 3:
-        return np.stack([line_rule_proba(ds, p) for p in proba])
+    if proba.ndim == 3:  # (K, N, C); K = 0 when there are no LAMOST spectra
+        return np.stack([line_rule_proba(ds, p) for p in proba]) if len(proba) else proba
     return apply_line_rule(proba, list(ds.class_names), ds.loglam, ds.flux, ds.ivar,
                            generations(ds.meta, len(ds))).proba
 
@@ -437,17 +437,12 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                                    train_seconds=round(cv["seconds"], 1), best_epoch=cv["best_epoch"])
                         row["eval"] = cv_scores(real, data["lamost"], cv["oof"], cv["lamost"], args.folds)
                         if args.line_rule and line_subclass.applies(real.class_names):
-                            # the default seed4 prediction: AGN vs GALAXY by the measured lines
-                            extra_rows.append({**row, "model": f"{model_name} + SDSS line rule", "eval": cv_scores(
-                                real, data["lamost"], line_rule_proba(real, cv["oof"]),
-                                line_rule_proba(data["lamost"], cv["lamost"]) if len(cv["lamost"]) else cv["lamost"],
-                                args.folds)})
-                        if args.line_rule and line_subclass.applies(real.class_names):
-                            for m, (m_oof, m_lam) in enumerate(cv["members"][1:], start=1):  # each seed's own
-                                extra_rows.append({**row, "model": f"{model_name} seed {args.seed + m} + SDSS line rule",
-                                                   "eval": cv_scores(real, data["lamost"], line_rule_proba(real, m_oof),
-                                                                     line_rule_proba(data["lamost"], m_lam) if len(m_lam)
-                                                                     else m_lam, args.folds)})
+                            # the default seed4 prediction (AGN vs GALAXY by the measured lines), per training seed
+                            for m, (m_oof, m_lam) in enumerate(cv["members"]):
+                                name = f"{model_name}{f' seed {args.seed + m}' if m else ''} + SDSS line rule"
+                                extra_rows.append({**row, "model": name, "eval": cv_scores(
+                                    real, data["lamost"], line_rule_proba(real, m_oof),
+                                    line_rule_proba(data["lamost"], m_lam), args.folds)})
                         if len(cv["members"]) > 1:  # the same folds, K members per fold combined
                             e_oof, e_lam = ensemble_of(cv["members"])
                             extra_rows.append({**row, "model": f"{model_name} x{len(cv['members'])} ensemble",

@@ -121,7 +121,7 @@ def redrock_comparison(csv_path: Path | None, args: argparse.Namespace) -> dict[
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    from specclass import persistence
+    from specclass import line_subclass, persistence
     from specclass.spectra.build import build_dataset
 
     sdss = args.shared_data / "sdss"
@@ -143,7 +143,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         row = {"model": model_name, "run": run_dir.name, "params": int(run.model.count_params()),
                "arrays": time_arrays(run, flux, ivar, args.repeats),
                "fits": time_files(run, dirs, max(1, args.repeats - 1))}
-        if "AGN" in run.class_names and "GALAXY" in run.class_names:
+        if line_subclass.applies(run.class_names, run.preprocessor.loglam):
             row["fits_line_rule"] = time_files(run, dirs, max(1, args.repeats - 1), line_rule=True)
         results.append(row)
         print(f"{model_name}: arrays {row['arrays']['spectra_per_s_best']}/s, FITS {row['fits']['spectra_per_s_best']}/s",

@@ -420,7 +420,7 @@ def evaluate_run(
         proba_raw = predict_arrays(run.model, run.preprocessor, data.flux, data.ivar, batch_size=batch_size)
         proba = apply_temperature(proba_raw, temperature)
     rule = None
-    if line_rule or (line_rule is None and line_subclass.applies(class_names, data.loglam)):
+    if line_subclass.enabled(line_rule, class_names, data.loglam):
         from specclass.simulate.pipeline_labels import generations
 
         rule = line_subclass.apply_line_rule(proba, class_names, data.loglam, data.flux, data.ivar,

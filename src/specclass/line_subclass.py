@@ -52,12 +52,15 @@ def applies(class_names: Sequence[str], loglam: np.ndarray | None = None) -> boo
     them; a run trained on a coarser ``--grid-step`` keeps the network's call)."""
     if not all(c in class_names for c in RULE_CLASSES):
         return False
-    if loglam is None:
-        return True
-    from specclass.spectro1d.templates import DLOGLAM
+    from specclass.spectro1d.zscan import on_sdss_pixels
 
-    step = np.diff(np.asarray(loglam, dtype=np.float64))
-    return bool(step.size and np.abs(step - DLOGLAM).max() <= 0.02 * DLOGLAM)
+    return loglam is None or on_sdss_pixels(loglam)
+
+
+def enabled(line_rule: bool | None, class_names: Sequence[str], loglam: np.ndarray) -> bool:
+    """Whether ``predict``/``evaluate`` apply the rule: ``line_rule`` True (asked for), False (refused),
+    or None (the default: when :func:`applies` to the run's classes and grid)."""
+    return bool(line_rule) or (line_rule is None and applies(class_names, loglam))
 
 
 def apply_line_rule(

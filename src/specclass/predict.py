@@ -252,12 +252,11 @@ def predict_files(
 
     def flush() -> None:  # classify what is buffered (bounded memory for many files)
         if metas:
-            proba = predict_arrays(run.model, pre, np.stack(fluxes), np.stack(ivars), batch_size=batch_size,
-                                   temperature=temperature)
-            new = add_line_rule(metas, proba, pre, np.stack(fluxes), np.stack(ivars), gens, line_rule,
-                                uncertain_below)
+            flux, ivar = np.stack(fluxes), np.stack(ivars)
+            proba = predict_arrays(run.model, pre, flux, ivar, batch_size=batch_size, temperature=temperature)
+            new = add_line_rule(metas, proba, pre, flux, ivar, gens, line_rule, uncertain_below)
             if spectro1d:
-                add_spectro1d(new, pre.loglam, np.stack(fluxes), np.stack(ivars), pre.class_names, gens)
+                add_spectro1d(new, pre.loglam, flux, ivar, pre.class_names, gens)
             rows.extend(new)
             gens.clear()
             metas.clear()
@@ -325,7 +324,7 @@ def add_line_rule(metas: list[dict[str, Any]], proba: np.ndarray, pre: Preproces
     from specclass import line_subclass
 
     names = pre.class_names
-    if not (line_rule or (line_rule is None and line_subclass.applies(names, pre.loglam))):
+    if not line_subclass.enabled(line_rule, names, pre.loglam):
         return [_row(meta, p, names, uncertain_below) for meta, p in zip(metas, proba)]
     res = line_subclass.apply_line_rule(proba, names, pre.loglam, flux, ivar, generation)
     rows = []

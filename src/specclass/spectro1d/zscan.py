@@ -84,6 +84,12 @@ def _grow(mask: np.ndarray, n: int = 2) -> np.ndarray:
     return k > 0
 
 
+def on_sdss_pixels(loglam: np.ndarray) -> bool:
+    """True when ``loglam`` (log10 Å) steps uniformly by :data:`DLOGLAM` (to 2 %), as the fits need."""
+    step = np.diff(np.asarray(loglam, dtype=np.float64))
+    return bool(step.size) and bool(np.abs(step - DLOGLAM).max() <= 0.02 * DLOGLAM)
+
+
 def prepare(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, and_mask: np.ndarray | None = None) -> ObjectSpectrum:
     """Apply the pipeline's pre-fit masks to one spectrum on SDSS pixels.
 
@@ -106,8 +112,8 @@ def prepare(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, and_mask: np
     ivar = np.asarray(ivar, dtype=np.float64)
     if not (loglam.shape == flux.shape == ivar.shape) or loglam.ndim != 1 or loglam.size < 2:
         raise ScanError(f"loglam, flux, ivar must be 1-D of one length >= 2, got {loglam.shape}, {flux.shape}, {ivar.shape}")
-    step = np.diff(loglam)
-    if np.abs(step - DLOGLAM).max() > 0.02 * DLOGLAM:
+    if not on_sdss_pixels(loglam):
+        step = np.diff(loglam)
         raise ScanError(
             f"wavelength grid is not uniform in {DLOGLAM} dex pixels (steps {step.min():.3g}..{step.max():.3g}): "
             "put the spectrum on SDSS pixels first (specclass.spectra.grid)"
