@@ -43,11 +43,12 @@ split), and the LAMOST stars are scored by each fold's model (pooled).
 ``specclass.ensemble`` does); ``--reuse`` loads run folders an earlier run finished, so members can be
 added to an earlier cross-validation without training it again.
 
-With ``--folds``, seed4 gets a row ``<model> + SDSS line rule``: the same out-of-fold
-probabilities after :func:`specclass.line_subclass.apply_line_rule` (AGN vs GALAXY decided
-by the measured emission lines for the spectra the network calls galaxies), which is what
-``specclass predict`` and ``evaluate`` give a seed4 run by default (``--no-line-rule``
-leaves the row out).
+With ``--folds``, every scheme with GALAXY and QSO or AGN gets a row ``<model> + SDSS pipeline
+rule``: the same out-of-fold probabilities after :func:`specclass.pipeline_rule.apply_pipeline_rule`
+(GALAXY vs QSO decided by the GALAXY/QSO eigenspectrum fits, AGN vs GALAXY by the measured
+emission lines), which is what ``specclass predict`` and ``evaluate`` give by default; seed4 also
+gets ``<model> + SDSS line rule`` (the line step alone, the default of the previous release).
+``--no-pipeline-rule`` leaves both rows out.
 
 ``--save-bundle FILE`` writes the built real and LAMOST datasets of every scheme to one
 compressed npz (flux/ivar scaled per row and stored as float16, labels, splits, meta)
@@ -373,23 +374,23 @@ def cv_scores(real: Any, lamost: Any, oof: np.ndarray, lam: np.ndarray, folds: i
     return out
 
 
-def line_rule_proba(ds: Any, proba: np.ndarray) -> np.ndarray:
-    """``proba`` ``(N, C)`` (or ``(K, N, C)``, one per fold model) after the SDSS line rule that
-    ``specclass predict``/``evaluate`` apply to seed4 runs by default
-    (:func:`specclass.line_subclass.apply_line_rule`, template generation per row as the emulator)."""
-    from specclass.line_subclass import apply_line_rule
+def rule_proba(ds: Any, proba: np.ndarray, templates: bool = True) -> np.ndarray:
+    """``proba`` ``(N, C)`` (or ``(K, N, C)``, one per fold model) after the SDSS pipeline rule that
+    ``specclass predict``/``evaluate`` apply by default (:func:`specclass.pipeline_rule.apply_pipeline_rule`,
+    template generation per row as the emulator); ``templates=False``: the line step alone."""
+    from specclass.pipeline_rule import apply_pipeline_rule
     from specclass.simulate.pipeline_labels import generations
 
     if proba.ndim == 3:  # (K, N, C); K = 0 when there are no LAMOST spectra
-        return np.stack([line_rule_proba(ds, p) for p in proba]) if len(proba) else proba
-    return apply_line_rule(proba, list(ds.class_names), ds.loglam, ds.flux, ds.ivar,
-                           generations(ds.meta, len(ds))).proba
+        return np.stack([rule_proba(ds, p, templates) for p in proba]) if len(proba) else proba
+    return apply_pipeline_rule(proba, list(ds.class_names), ds.loglam, ds.flux, ds.ivar,
+                               generations(ds.meta, len(ds)), templates=templates).proba
 
 
 def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any]:
     """Train and evaluate every combination; ``on_row(report_so_far)`` after each trained model
     (``main`` writes the partial tables then, so an interrupted run keeps what it measured)."""
-    from specclass import line_subclass
+    from specclass import line_subclass, pipeline_rule
 
     bundle = read_bundle(args.bundle) if args.bundle else None
     results: list[dict[str, Any]] = []
@@ -436,13 +437,16 @@ def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any
                         row.update(folds=args.folds, n_train=int(len(real) * (args.folds - 1) / args.folds),
                                    train_seconds=round(cv["seconds"], 1), best_epoch=cv["best_epoch"])
                         row["eval"] = cv_scores(real, data["lamost"], cv["oof"], cv["lamost"], args.folds)
-                        if args.line_rule and line_subclass.applies(real.class_names):
-                            # the default seed4 prediction (AGN vs GALAXY by the measured lines), per training seed
+                        rules = [(True, "SDSS pipeline rule")] if pipeline_rule.applies(real.class_names) else []
+                        if line_subclass.applies(real.class_names):
+                            rules.append((False, "SDSS line rule"))
+                        for templates, rule_name in rules if args.pipeline_rule else []:
+                            # the default prediction (pipeline rule) and the line step alone, per training seed
                             for m, (m_oof, m_lam) in enumerate(cv["members"]):
-                                name = f"{model_name}{f' seed {args.seed + m}' if m else ''} + SDSS line rule"
+                                name = f"{model_name}{f' seed {args.seed + m}' if m else ''} + {rule_name}"
                                 extra_rows.append({**row, "model": name, "eval": cv_scores(
-                                    real, data["lamost"], line_rule_proba(real, m_oof),
-                                    line_rule_proba(data["lamost"], m_lam), args.folds)})
+                                    real, data["lamost"], rule_proba(real, m_oof, templates),
+                                    rule_proba(data["lamost"], m_lam, templates), args.folds)})
                         if len(cv["members"]) > 1:  # the same folds, K members per fold combined
                             e_oof, e_lam = ensemble_of(cv["members"])
                             extra_rows.append({**row, "model": f"{model_name} x{len(cv['members'])} ensemble",
@@ -553,9 +557,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-labels", choices=("pipeline", "construction", "both"), default="pipeline",
                    help="label simulated spectra by the emulated SDSS pipeline (default), by construction, or "
                         "train on each ('real+sim' and 'real+sim (construction labels)')")
-    p.add_argument("--no-line-rule", dest="line_rule", action="store_false",
-                   help="leave out the cross-validation row '... + SDSS line rule' (seed4: AGN vs GALAXY decided by "
-                        "the measured emission lines, as specclass predict/evaluate do by default)")
+    p.add_argument("--no-pipeline-rule", "--no-line-rule", dest="pipeline_rule", action="store_false",
+                   help="leave out the cross-validation rows '... + SDSS pipeline rule' (GALAXY vs QSO by template "
+                        "fits, AGN vs GALAXY by the measured lines, as specclass predict/evaluate do by default) "
+                        "and '... + SDSS line rule' (seed4: the line step alone)")
     p.add_argument("--no-emulator", dest="emulator", action="store_false",
                    help="leave out the pipeline-emulator row (the non-ML anchor)")
     p.add_argument("--no-text-stars", action="store_true", help="leave out the 963 flux-only text star spectra")

@@ -9,9 +9,9 @@ loaded (by default the seed4 / all spectra / real + simulated runs that
   one untimed warm-up call, then the best and the median of ``--repeats`` timed calls;
 * **from FITS files**: :func:`specclass.predict.predict_files` on the real SDSS FITS
   files (read, grid, preprocess, predict), page cache warm (one untimed pass first), without
-  and (seed4 runs) with the AGN/GALAXY line rule that ``predict`` applies by default
-  (:mod:`specclass.line_subclass`: a GALAXY-template redshift scan and a line fit for every
-  spectrum the network calls a galaxy).
+  and with the SDSS pipeline rule that ``predict`` applies by default
+  (:mod:`specclass.pipeline_rule`: GALAXY and QSO eigenspectrum scans for every spectrum the
+  network calls a galaxy or a QSO, and for seed4 a line fit for the galaxies).
 
 TensorFlow runs with whatever ``TF_ENABLE_ONEDNN_OPTS`` is in effect; ``specclass``
 sets it to ``0`` unless the user set it (oneDNN crashed training here), so the default
@@ -57,16 +57,16 @@ def time_arrays(run: Any, flux: np.ndarray, ivar: np.ndarray, repeats: int) -> d
             "spectra_per_s_best": round(n / min(times), 1), "spectra_per_s_median": round(n / float(np.median(times)), 1)}
 
 
-def time_files(run: Any, dirs: list[Path], repeats: int, line_rule: bool = False) -> dict[str, Any]:
+def time_files(run: Any, dirs: list[Path], repeats: int, pipeline_rule: bool = False) -> dict[str, Any]:
     """Spectra/s of ``predict_files`` on FITS folders (after one untimed pass: warm page cache);
-    ``line_rule``: with the seed4 AGN/GALAXY line rule (``predict``'s default for seed4 runs)."""
+    ``pipeline_rule``: with the SDSS pipeline rule (``predict``'s default, :mod:`specclass.pipeline_rule`)."""
     from specclass.predict import predict_files
 
-    rows, failures = predict_files(run, dirs, line_rule=line_rule)
+    rows, failures = predict_files(run, dirs, pipeline_rule=pipeline_rule)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        rows, failures = predict_files(run, dirs, line_rule=line_rule)
+        rows, failures = predict_files(run, dirs, pipeline_rule=pipeline_rule)
         times.append(time.perf_counter() - t0)
     n = len(rows)
     return {"n": n, "failures": len(failures), "seconds": [round(t, 3) for t in times],
@@ -121,7 +121,7 @@ def redrock_comparison(csv_path: Path | None, args: argparse.Namespace) -> dict[
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    from specclass import line_subclass, persistence
+    from specclass import persistence, pipeline_rule
     from specclass.spectra.build import build_dataset
 
     sdss = args.shared_data / "sdss"
@@ -143,8 +143,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         row = {"model": model_name, "run": run_dir.name, "params": int(run.model.count_params()),
                "arrays": time_arrays(run, flux, ivar, args.repeats),
                "fits": time_files(run, dirs, max(1, args.repeats - 1))}
-        if line_subclass.applies(run.class_names, run.preprocessor.loglam):
-            row["fits_line_rule"] = time_files(run, dirs, max(1, args.repeats - 1), line_rule=True)
+        if pipeline_rule.applies(run.class_names, run.preprocessor.loglam):
+            row["fits_pipeline_rule"] = time_files(run, dirs, max(1, args.repeats - 1), pipeline_rule=True)
         results.append(row)
         print(f"{model_name}: arrays {row['arrays']['spectra_per_s_best']}/s, FITS {row['fits']['spectra_per_s_best']}/s",
               flush=True)
@@ -172,11 +172,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['settings']['n_fits_spectra']} real SDSS FITS spectra (read + grid + predict, warm page cache). "
         "Best (median) of the timed calls.",
         "",
-        "| model | params | from arrays (spectra/s) | from FITS files (spectra/s) | from FITS files, seed4 line rule (spectra/s) |",
+        "| model | params | from arrays (spectra/s) | from FITS files (spectra/s) | from FITS files, SDSS pipeline rule (the default; spectra/s) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in report["results"]:
-        a, f, lr = r["arrays"], r["fits"], r.get("fits_line_rule")
+        a, f, lr = r["arrays"], r["fits"], r.get("fits_pipeline_rule")
         ruled = f"{lr['spectra_per_s_best']:.0f} ({lr['spectra_per_s_median']:.0f})" if lr else "n/a"
         lines.append(f"| {r['model']} | {r['params']:,} | {a['spectra_per_s_best']:.0f} ({a['spectra_per_s_median']:.0f}) | "
                      f"{f['spectra_per_s_best']:.0f} ({f['spectra_per_s_median']:.0f}) | {ruled} |")

@@ -218,10 +218,10 @@ def test_predict_applies_the_runs_temperature_and_no_calibration_gives_raw(run, 
     names = ds.class_names
     loaded = persistence.load_run(run_dir)
     raw = loaded.model.predict(loaded.preprocessor.transform(test.flux, test.ivar), verbose=0)
-    # the network's own probabilities (the seed4 line rule, which moves the galaxy family's mass,
-    # is tested in test_line_subclass.py)
-    cal_rows = predict_dataset(loaded, test, line_rule=False)
-    raw_rows = predict_dataset(loaded, test, calibrate=False, line_rule=False)
+    # the network's own probabilities (the pipeline rule, which moves family probabilities,
+    # is tested in test_pipeline_rule.py)
+    cal_rows = predict_dataset(loaded, test, pipeline_rule=False)
+    raw_rows = predict_dataset(loaded, test, calibrate=False, pipeline_rule=False)
     p_cal = np.array([[r[f"p_{c}"] for c in names] for r in cal_rows])
     p_raw = np.array([[r[f"p_{c}"] for c in names] for r in raw_rows])
     np.testing.assert_allclose(p_raw, raw, atol=1e-6)
@@ -242,14 +242,14 @@ def test_cli_predict_uncertain_column_threshold_and_unknown_cells(run, sdss_dir,
     files = [*sorted((sdss_dir / "spectra3").glob("spec-*.fits"))[:4],
              *sorted((sdss_dir / "text_stars").glob("*.txt"))[:2]]  # text stars: no z, no ZWARNING
     out = tmp_path / "p.csv"
-    # --no-line-rule: the network's calibrated probabilities (the seed4 line rule is tested in
-    # test_line_subclass.py)
+    # --no-pipeline-rule: the network's calibrated probabilities (the pipeline rule is tested in
+    # test_pipeline_rule.py)
 
     def read(path):
         with path.open() as fh:
             return list(csv.DictReader(fh))
 
-    assert main(["predict", "--no-line-rule", str(run_dir), *map(str, files), "--out", str(out)]) == 0
+    assert main(["predict", "--no-pipeline-rule", str(run_dir), *map(str, files), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     rows = read(out)
     assert len(rows) == 6 and "uncertain" in rows[0]
@@ -260,22 +260,22 @@ def test_cli_predict_uncertain_column_threshold_and_unknown_cells(run, sdss_dir,
     assert f"T = {result.temperature:.4g}" in text
 
     # --uncertain-below is honoured: 1 flags every row (none is at probability exactly 1 here), 0 none
-    assert main(["predict", "--no-line-rule", str(run_dir), *map(str, files), "--out", str(out), "--uncertain-below", "0"]) == 0
+    assert main(["predict", "--no-pipeline-rule", str(run_dir), *map(str, files), "--out", str(out), "--uncertain-below", "0"]) == 0
     assert {r["uncertain"] for r in read(out)} == {"0"}
     assert "uncertain (top probability < 0): 0 of 6" in capsys.readouterr().out
     top = sorted(float(r["probability"]) for r in rows)
     assert top[3] - top[2] > 1e-4
     cut = (top[2] + top[3]) / 2  # between the 3rd and 4th lowest: exactly 3 flagged
-    assert main(["predict", "--no-line-rule", str(run_dir), *map(str, files), "--out", str(out), "--uncertain-below", str(cut)]) == 0
+    assert main(["predict", "--no-pipeline-rule", str(run_dir), *map(str, files), "--out", str(out), "--uncertain-below", str(cut)]) == 0
     assert sum(r["uncertain"] == "1" for r in read(out)) == 3
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:  # an argparse usage error
-        main(["predict", "--no-line-rule", str(run_dir), str(files[0]), "--out", str(out), "--uncertain-below", "1.5"])
+        main(["predict", "--no-pipeline-rule", str(run_dir), str(files[0]), "--out", str(out), "--uncertain-below", "1.5"])
     assert exc.value.code == 2
     assert "--uncertain-below" in capsys.readouterr().err
 
     # --no-calibration: raw softmax
-    assert main(["predict", "--no-line-rule", str(run_dir), *map(str, files), "--out", str(out), "--no-calibration"]) == 0
+    assert main(["predict", "--no-pipeline-rule", str(run_dir), *map(str, files), "--out", str(out), "--no-calibration"]) == 0
     assert "raw softmax (calibration off)" in capsys.readouterr().out
     raw_rows = read(out)
     p_raw = np.array([[float(r[f"p_{c}"]) for c in result.preprocessor.class_names] for r in raw_rows])
@@ -325,7 +325,7 @@ def test_evaluate_val_split_leaves_the_test_outputs_alone(run, sim, capsys):
 
     run_dir, result = run
     ds, ds_path = sim
-    test = evaluate_run(run_dir, ds, "test", line_rule=False)  # the network's own calls (rule: test_evaluation.py)
+    test = evaluate_run(run_dir, ds, "test", pipeline_rule=False)  # the network's own calls (rule: test_evaluation.py)
     cal = test["calibration"]
     assert cal["temperature"] == pytest.approx(result.temperature)
     t = ds.split("test")

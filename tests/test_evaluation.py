@@ -220,16 +220,17 @@ def test_evaluate_run_writes_everything(spectral_run):
     assert m["n"] == len(ds) and m["split"] == "all"
     assert m["confusion_matrix"]["labels"] == ds.class_names == ["AGN", "GALAXY", "QSO", "STAR"]
     network = model.predict(pre.transform(ds.flux, ds.ivar), verbose=0)
-    # seed4: AGN vs GALAXY is decided by the measured lines for the network's galaxies (default)
-    from specclass.line_subclass import apply_line_rule
+    # by default GALAXY vs QSO is decided by template fits and AGN vs GALAXY by the measured lines
+    from specclass.pipeline_rule import apply_pipeline_rule
     from specclass.simulate.pipeline_labels import generations
 
-    expected = apply_line_rule(network, ds.class_names, ds.loglam, ds.flux, ds.ivar,
-                               generations(ds.meta, len(ds))).proba.argmax(axis=1)
+    res = apply_pipeline_rule(network, ds.class_names, ds.loglam, ds.flux, ds.ivar, generations(ds.meta, len(ds)))
+    expected = res.proba.argmax(axis=1)
     np.testing.assert_array_equal(
         m["confusion_matrix"]["counts"], confusion_matrix(ds.labels, expected, labels=range(4)))
-    rule = m["line_rule"]
+    rule = m["pipeline_rule"]
     assert rule["applied"] and rule["changed"] == int((network.argmax(axis=1) != expected).sum())
+    assert rule["template_decided"] == int((res.template_class != "").sum()) > 0
     assert rule["network_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(ds.labels, network.argmax(1)))
     assert 0 < rule["measured"] <= len(ds)
     assert m["dataset"]["per_class"] == {c: int((ds.labels == i).sum()) for i, c in enumerate(ds.class_names)}

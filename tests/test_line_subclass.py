@@ -101,8 +101,8 @@ def test_predict_decides_agn_by_the_lines_unless_told_not_to(sdss_dir, tmp_path)
         assert r["network_class"] in ("AGN", "GALAXY", "QSO", "STAR")
         assert r["probability"] == pytest.approx(max(r[f"p_{c}"] for c in ("AGN", "GALAXY", "QSO", "STAR")))
     header = next(csv.reader(out.open()))
-    assert header[-3:] == ["network_class", "line_subclass", "reason"]
-    plain, _ = predict_files(run, files, line_rule=False)
+    assert header[-4:] == ["network_class", "template_class", "line_subclass", "reason"]
+    plain, _ = predict_files(run, files, pipeline_rule=False)
     assert all("network_class" not in r for r in plain)
     for r, p in zip(rows, plain):
         assert r["network_class"] == p["predicted_class"]

@@ -128,10 +128,13 @@ def model_card(run: Path, dataset: Path, scheme: str, train_args: list[str]) -> 
         probs = "Probabilities are temperature-calibrated"
     command = " ".join(["python tools/make_pretrained.py", dataset.name, "--scheme", scheme,
                         *(["--", *train_args] if train_args else [])])
-    rule = ("" if not all(c in cfg.get("class_names", []) for c in ("GALAXY", "AGN")) else
-            "\nAGN vs GALAXY is decided the SDSS pipeline's way for the spectra the network calls galaxies: by the\n"
-            "BPT rule on the measured emission lines (`specclass.line_subclass`; columns `network_class`,\n"
-            "`line_subclass`; `--no-line-rule` gives the network's own call).")
+    names = cfg.get("class_names", [])
+    rule = ("" if not ("GALAXY" in names and ({"QSO", "AGN"} & set(names))) else
+            "\nOn SDSS's 1e-4 dex pixels `predict`/`evaluate` apply the SDSS pipeline's own decisions on top of the\n"
+            "network (`specclass.pipeline_rule`): GALAXY vs QSO by the GALAXY/QSO eigenspectrum fits when their\n"
+            "chi2/dof differ by at least the pipeline's 0.01 margin"
+            + (", AGN vs GALAXY by the BPT rule on the measured emission lines" if "AGN" in names else "")
+            + " (columns\n`network_class`, `template_class`, `line_subclass`; `--no-pipeline-rule` gives the network's own call).")
     return f"""# specclass pretrained classifier: {scheme}
 
 Made {datetime.now(timezone.utc):%Y-%m-%d} by `{command}` (specclass {cfg.get('specclass_version')},

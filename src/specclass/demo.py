@@ -183,7 +183,7 @@ def run_demo(
             "temperature": result.temperature,
             "val_ece": None if cal is None else [cal.ece_before, cal.ece_after],
             "val_nll": None if cal is None else [cal.nll_before, cal.nll_after],
-            "line_rule": m.get("line_rule"),
+            "pipeline_rule": m.get("pipeline_rule"),
         }
     main_run = runs[model][1]
     pred_csv = out_dir / "predictions.csv"
@@ -223,10 +223,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"{label:<15} " + " ".join(f"{'-' if v is None else f'{100 * v:.1f}%':>22}" for v in vals))
     lines.append("(balanced accuracy = mean of the per-class recalls; with a handful of AGN and GALAXY test spectra")
     lines.append(" it moves by 20+ points when one spectrum flips - see benchmarks/ in the repository for larger sets)")
-    rules = [(n, summary["models"][n].get("line_rule")) for n in names]
+    rules = [(n, summary["models"][n].get("pipeline_rule")) for n in names]
     if any(r for _, r in rules):
-        lines.append("AGN vs GALAXY decided by the SDSS line rule on the measured lines (specclass predict/evaluate default")
-        lines.append(" for seed4; --no-line-rule): " + "; ".join(
+        lines.append("SDSS pipeline rule on top of the network (GALAXY vs QSO by template fits, AGN vs GALAXY by the")
+        lines.append(" measured lines; specclass predict/evaluate default, --no-pipeline-rule): " + "; ".join(
             f"{n}: {r['changed']} network labels changed, network alone {100 * r['network_accuracy']:.1f}% / "
             f"{100 * r['network_balanced_accuracy']:.1f}% balanced" for n, r in rules if r) + ")")
     lines.append("")

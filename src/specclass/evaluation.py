@@ -340,7 +340,7 @@ def evaluate_run(
     batch_size: int = 256,
     calibrate: bool = True,
     uncertain_below: float | None = None,
-    line_rule: bool | None = None,
+    pipeline_rule: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a spectral run folder on one split of a dataset and write the results.
 
@@ -362,7 +362,7 @@ def evaluate_run(
     ``misclassified`` are the calibrated ones. ``metrics["calibration"]`` holds
     :func:`calibration_metrics` (ECE raw and calibrated, ``T``, coverage and
     accuracy / balanced accuracy of the rows not flagged uncertain) of the network's
-    own probabilities, before the seed4 line rule.
+    own probabilities, before the pipeline rule.
 
     Args:
         run_dir: the run folder written by ``specclass train``.
@@ -372,10 +372,12 @@ def evaluate_run(
         calibrate: apply the run's temperature (False: raw softmax, ``T = 1``).
         uncertain_below: threshold of the uncertain flag (default
             :data:`specclass.calibration.DEFAULT_UNCERTAIN_BELOW`).
-        line_rule: decide AGN vs GALAXY by the pipeline's line rule for the spectra the
-            network calls galaxies (:mod:`specclass.line_subclass`); None (default) = when
-            the run has both classes (seed4). ``metrics["line_rule"]`` then gives how many
-            spectra were measured and changed, and the network's own balanced accuracy.
+        pipeline_rule: apply the SDSS pipeline's decisions on top of the network
+            (:mod:`specclass.pipeline_rule`: GALAXY vs QSO by template fits, AGN vs GALAXY by the
+            measured lines); None (default) = when the run's classes and grid allow it.
+            ``metrics["pipeline_rule"]`` then gives how many spectra the template fits decided,
+            how many had their lines measured, how many labels changed, and the network's own
+            accuracy and balanced accuracy.
 
     Returns:
         The metrics dict (as written to ``metrics.json``) with an added ``"files"``
@@ -386,7 +388,7 @@ def evaluate_run(
             the run's (names both lists).
         FileNotFoundError: if the run folder or dataset file does not exist.
     """
-    from specclass import line_subclass, persistence, plots, report
+    from specclass import persistence, pipeline_rule as pipeline, plots, report
     from specclass.calibration import DEFAULT_UNCERTAIN_BELOW, apply_temperature, check_threshold
     from specclass.predict import predict_arrays, run_temperature
     from specclass.spectra.dataset import SpectralDataset
@@ -420,24 +422,25 @@ def evaluate_run(
         proba_raw = predict_arrays(run.model, run.preprocessor, data.flux, data.ivar, batch_size=batch_size)
         proba = apply_temperature(proba_raw, temperature)
     rule = None
-    if line_subclass.enabled(line_rule, class_names, data.loglam):
+    if pipeline.enabled(pipeline_rule, class_names, data.loglam):
         from specclass.simulate.pipeline_labels import generations
 
-        rule = line_subclass.apply_line_rule(proba, class_names, data.loglam, data.flux, data.ivar,
-                                             generations(data.meta, len(data)))
+        rule = pipeline.apply_pipeline_rule(proba, class_names, data.loglam, data.flux, data.ivar,
+                                            generations(data.meta, len(data)))
         network_proba, proba = proba, rule.proba
     metrics = evaluate_predictions(data.labels, proba, class_names, meta=data.meta)
     metrics["split"] = split
     if rule is not None:
         net = evaluate_predictions(data.labels, network_proba, class_names)
-        metrics["line_rule"] = {
+        metrics["pipeline_rule"] = {
             "applied": True,
+            "template_decided": int((rule.template_class != "").sum()),
             "measured": int(rule.measured.sum()),
             "changed": int((np.argmax(network_proba, 1) != np.argmax(proba, 1)).sum()),
             "network_accuracy": net["accuracy"],
             "network_balanced_accuracy": net["balanced_accuracy"],
         }
-    # calibration describes the network's probabilities (raw vs temperature-scaled), before the line rule
+    # calibration describes the network's probabilities (raw vs temperature-scaled), before the pipeline rule
     metrics["calibration"] = calibration_metrics(data.labels, proba_raw, temperature, uncertain_below, source=how,
                                                  proba_calibrated=proba if rule is None else network_proba)
     metrics["dataset"] = dict(

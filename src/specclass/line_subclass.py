@@ -14,7 +14,8 @@ raised seed4 balanced accuracy in every run measured (README "Benchmarks",
 family (P(GALAXY) + P(AGN)) is at least every other class's probability, it measures the
 lines (:func:`specclass.spectro1d.galaxy.galaxy_subclass`, 0.02-0.1 s per spectrum) and
 gives the family's whole probability to AGN or GALAXY; spectra whose lines cannot be
-fitted keep the network's probabilities.
+fitted keep the network's probabilities. ``specclass predict``/``evaluate`` apply it as the
+second step of :mod:`specclass.pipeline_rule`, after GALAXY vs QSO is decided by template fits.
 """
 
 from __future__ import annotations
@@ -88,28 +89,9 @@ def apply_line_rule(
         ValueError: ``class_names`` lacks GALAXY or AGN, or the shapes disagree.
         specclass.spectro1d.ScanError: the grid is not in uniform 1e-4 dex steps.
     """
-    from specclass.spectro1d.galaxy import galaxy_subclass
+    from specclass.pipeline_rule import apply_pipeline_rule
 
     if not applies(class_names):
         raise ValueError(f"the line rule needs classes {RULE_CLASSES}; the run has {list(class_names)}")
-    proba = np.array(proba, dtype=np.float32, copy=True)
-    n = proba.shape[0]
-    if proba.ndim != 2 or proba.shape[1] != len(class_names) or len(flux) != n or len(ivar) != n:
-        raise ValueError(f"proba {proba.shape}, flux {len(flux)} rows and ivar {len(ivar)} rows do not agree "
-                         f"with {len(class_names)} classes")
-    gens = [generation] * n if isinstance(generation, str) else list(generation)
-    ig, ia = class_names.index("GALAXY"), class_names.index("AGN")
-    others = [j for j in range(len(class_names)) if j not in (ig, ia)]
-    family = proba[:, ig] + proba[:, ia]
-    rest = proba[:, others].max(axis=1) if others else np.zeros(n, np.float32)
-    measured = np.zeros(n, bool)
-    subclass = np.full(n, "", dtype=object)
-    z = np.full(n, np.nan)
-    for i in np.flatnonzero(family >= rest):
-        res = galaxy_subclass(loglam, np.asarray(flux[i]), np.asarray(ivar[i]), generation=gens[i])
-        if res.subclass is None:
-            continue
-        measured[i], subclass[i], z[i] = True, res.subclass, res.z
-        agn = res.subclass == "AGN"
-        proba[i, ia], proba[i, ig] = (family[i], 0.0) if agn else (0.0, family[i])
-    return LineRuleResult(proba, measured, subclass.astype(str), z)
+    res = apply_pipeline_rule(proba, class_names, loglam, flux, ivar, generation, templates=False)
+    return LineRuleResult(res.proba, res.measured, res.subclass, np.where(res.measured, res.z, np.nan))

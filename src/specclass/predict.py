@@ -27,13 +27,16 @@ top probability under 0.5 means the predicted class is more likely wrong than
 right), else 0. ``predicted_class`` stays the arg-max either way, so nothing is
 lost: filter on ``uncertain`` to abstain.
 
-**seed4 runs (classes GALAXY and AGN)**: AGN vs GALAXY is decided the pipeline's way by
-default (:mod:`specclass.line_subclass`): for every spectrum the network puts in the
-galaxy family, the emission lines are measured at the GALAXY-template redshift and the
-SDSS BPT rule gives the family's probability to AGN or GALAXY. Two columns are added
-before ``reason`` (:data:`LINE_RULE_COLUMNS`): ``network_class`` (the network's own
-arg-max) and ``line_subclass`` (the measured SDSS SUBCLASS, empty where the lines were not
-measured). ``line_rule=False`` (``--no-line-rule``) keeps the network's probabilities.
+**Runs with GALAXY and QSO or AGN (class3, seed4) on SDSS's 1e-4 dex pixels**: by default
+the SDSS pipeline's own decisions are applied on top of the network
+(:mod:`specclass.pipeline_rule`): for every spectrum the network puts in the galaxy or QSO
+family, GALAXY vs QSO is decided by the GALAXY/QSO eigenspectrum fits when their chi2/dof
+differ by at least the pipeline's SMALL_DELTA_CHI2 margin, and (seed4) AGN vs GALAXY by the
+SDSS BPT rule on the lines measured at the GALAXY redshift. Three columns are added before
+``reason`` (:data:`RULE_COLUMNS`): ``network_class`` (the network's own arg-max),
+``template_class`` (GALAXY or QSO where the fits decided, else empty) and ``line_subclass``
+(the measured SDSS SUBCLASS, empty where the lines were not measured).
+``pipeline_rule=False`` (``--no-pipeline-rule``) keeps the network's probabilities.
 
 Unknown values: in the row dicts they follow :class:`specclass.spectrum.SpectrumMeta`
 (``z`` NaN, ``zwarning``/``plate``/``mjd``/``fiberid`` -1, strings empty); in the CSV
@@ -64,8 +67,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: Columns added when the line rule decides AGN vs GALAXY (:func:`add_line_rule`).
-LINE_RULE_COLUMNS = ("network_class", "line_subclass")
+#: Columns added when the pipeline rule applies (:func:`add_pipeline_rule`).
+RULE_COLUMNS = ("network_class", "template_class", "line_subclass")
 #: Columns added by ``predict --spectro1d`` (:func:`add_spectro1d`).
 SPECTRO1D_COLUMNS = ("spectro1d_class", "spectro1d_subclass", "spectro1d_z", "spectro1d_rchi2diff", "spectro1d_label")
 
@@ -194,7 +197,7 @@ def predict_files(
     uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
     skipped: list[tuple[Path, str]] | None = None,
     spectro1d: bool = False,
-    line_rule: bool | None = None,
+    pipeline_rule: bool | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify spectrum files with a run folder.
 
@@ -220,8 +223,9 @@ def predict_files(
         spectro1d: also run the emulated SDSS pipeline (:mod:`specclass.spectro1d`) on each
             gridded spectrum and add :data:`SPECTRO1D_COLUMNS` (its CLASS, SUBCLASS, Z,
             RCHI2DIFF and the label it implies in the run's classes); 0.03-0.3 s per spectrum.
-        line_rule: decide AGN vs GALAXY by the measured lines (module docstring); None
-            (default) = when the run has both classes; 0.02-0.1 s per galaxy-family spectrum.
+        pipeline_rule: decide GALAXY vs QSO by template fits and AGN vs GALAXY by the measured
+            lines (module docstring); None (default) = when the run's classes and grid allow it;
+            0.02-0.05 s per galaxy- or QSO-family spectrum.
 
     Returns:
         ``(rows, failures)``: one dict per spectrum classified (see module
@@ -254,7 +258,7 @@ def predict_files(
         if metas:
             flux, ivar = np.stack(fluxes), np.stack(ivars)
             proba = predict_arrays(run.model, pre, flux, ivar, batch_size=batch_size, temperature=temperature)
-            new = add_line_rule(metas, proba, pre, flux, ivar, gens, line_rule, uncertain_below)
+            new = add_pipeline_rule(metas, proba, pre, flux, ivar, gens, pipeline_rule, uncertain_below)
             if spectro1d:
                 add_spectro1d(new, pre.loglam, flux, ivar, pre.class_names, gens)
             rows.extend(new)
@@ -309,28 +313,29 @@ def predict_files(
     return rows, failures
 
 
-def add_line_rule(metas: list[dict[str, Any]], proba: np.ndarray, pre: Preprocessor, flux: Any, ivar: Any,
-                  generation: Sequence[str] | str, line_rule: bool | None,
-                  uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> list[dict[str, Any]]:
-    """Output rows for ``metas`` from ``(N, C)`` probabilities, after the line rule when it applies.
+def add_pipeline_rule(metas: list[dict[str, Any]], proba: np.ndarray, pre: Preprocessor, flux: Any, ivar: Any,
+                      generation: Sequence[str] | str, pipeline_rule: bool | None,
+                      uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> list[dict[str, Any]]:
+    """Output rows for ``metas`` from ``(N, C)`` probabilities, after the pipeline rule when it applies.
 
-    With ``line_rule`` True, or None and a run whose classes hold GALAXY and AGN, AGN vs GALAXY
-    is decided by :func:`specclass.line_subclass.apply_line_rule` on the gridded ``(N, L)``
-    ``flux``/``ivar`` and the rows get :data:`LINE_RULE_COLUMNS`.
+    With ``pipeline_rule`` True, or None and a run whose classes and grid allow it
+    (:func:`specclass.pipeline_rule.applies`), :func:`specclass.pipeline_rule.apply_pipeline_rule`
+    runs on the gridded ``(N, L)`` ``flux``/``ivar`` and the rows get :data:`RULE_COLUMNS`.
 
     Raises:
-        ValueError: ``line_rule`` is True and the run lacks GALAXY or AGN.
+        ValueError: ``pipeline_rule`` is True and the run lacks GALAXY, or both QSO and AGN.
     """
-    from specclass import line_subclass
+    from specclass import pipeline_rule as rule
 
     names = pre.class_names
-    if not line_subclass.enabled(line_rule, names, pre.loglam):
+    if not rule.enabled(pipeline_rule, names, pre.loglam):
         return [_row(meta, p, names, uncertain_below) for meta, p in zip(metas, proba)]
-    res = line_subclass.apply_line_rule(proba, names, pre.loglam, flux, ivar, generation)
+    res = rule.apply_pipeline_rule(proba, names, pre.loglam, flux, ivar, generation)
     rows = []
     for i, meta in enumerate(metas):
         row = _row(meta, res.proba[i], names, uncertain_below)
         row["network_class"] = names[int(np.argmax(proba[i]))]
+        row["template_class"] = str(res.template_class[i])
         row["line_subclass"] = str(res.subclass[i]) if res.measured[i] else ""
         rows.append(row)
     return rows
@@ -375,7 +380,7 @@ def predict_dataset(
     fmt: str = "keras",
     calibrate: bool = True,
     uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
-    line_rule: bool | None = None,
+    pipeline_rule: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Classify the rows of a dataset (already on a grid) with a run folder.
 
@@ -384,7 +389,7 @@ def predict_dataset(
         dataset: a :class:`~specclass.spectra.dataset.SpectralDataset` or its file.
         split: ``"train"``, ``"val"``, ``"test"`` or ``None`` (every row).
         out: optional CSV path (written atomically).
-        calibrate, uncertain_below, line_rule: as :func:`predict_files`.
+        calibrate, uncertain_below, pipeline_rule: as :func:`predict_files`.
 
     Returns:
         One row dict per dataset row; ``file_class`` is the row's label name.
@@ -430,8 +435,8 @@ def predict_dataset(
         })
     from specclass.simulate.pipeline_labels import generations
 
-    rows = add_line_rule(metas, proba, pre, dataset.flux, dataset.ivar, generations(meta, len(dataset)), line_rule,
-                         uncertain_below)
+    rows = add_pipeline_rule(metas, proba, pre, dataset.flux, dataset.ivar, generations(meta, len(dataset)),
+                             pipeline_rule, uncertain_below)
     if out is not None:
         write_predictions_csv(out, rows, [], pre.class_names)
     return rows
@@ -451,7 +456,7 @@ def write_predictions_csv(
     """
     columns = [*BASE_COLUMNS, *(f"p_{c}" for c in class_names), "reason"]
     if any("network_class" in r for r in rows):
-        columns = [*columns[:-1], *LINE_RULE_COLUMNS, "reason"]
+        columns = [*columns[:-1], *RULE_COLUMNS, "reason"]
     if any("spectro1d_class" in r for r in rows):
         columns = [*columns[:-1], *SPECTRO1D_COLUMNS, "reason"]
     buf = io.StringIO()

@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="default test; other splits write metrics-SPLIT.json, report-SPLIT.html, ... so the "
                         "test outputs are never overwritten")
     _calibration_options(e)
-    _line_rule_option(e)
+    _pipeline_rule_option(e)
     e.set_defaults(func=cmd_evaluate)
 
     r = subparsers.add_parser(
@@ -142,20 +142,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="processes, each classifying a contiguous block of the files (default: the cores SLURM or "
                         "the machine gives this process); the CSV is the same for any N")
     _calibration_options(r)
-    _line_rule_option(r)
+    _pipeline_rule_option(r)
     r.set_defaults(func=cmd_predict)
 
     m = subparsers.add_parser("models", help="list the registered models and their options")
     m.set_defaults(func=cmd_models)
 
 
-def _line_rule_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-line-rule", dest="line_rule", action="store_false", default=None,
-                        help="seed4 runs: keep the network's own probabilities. By default, a spectrum whose "
-                             "P(GALAXY) + P(AGN) is at least every other class's probability is a galaxy (so a split "
-                             "GALAXY/AGN call can outweigh a larger single QSO or STAR probability), and AGN vs GALAXY "
-                             "is decided by the SDSS pipeline's BPT rule on its measured emission lines (README "
-                             "'Benchmarks'; 0.02-0.1 s per such spectrum; only for runs on SDSS's 1e-4 dex pixels)")
+def _pipeline_rule_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-pipeline-rule", "--no-line-rule", dest="pipeline_rule", action="store_false",
+                        default=None,
+                        help="keep the network's own probabilities. By default, runs with GALAXY and QSO or AGN on "
+                             "SDSS's 1e-4 dex pixels get the SDSS pipeline's decisions on top of the network: for a "
+                             "spectrum the network puts in the galaxy family (P(GALAXY) + P(AGN), weighed as one) or "
+                             "the QSO family, GALAXY vs QSO is decided by the GALAXY/QSO eigenspectrum fits when their "
+                             "chi2/dof differ by at least the pipeline's 0.01 margin (a narrow-line AGN called a galaxy "
+                             "stays one), and for seed4 AGN vs GALAXY by the pipeline's BPT rule on the measured "
+                             "emission lines (README 'Benchmarks'; 0.02-0.05 s per such spectrum; --no-line-rule is "
+                             "the old name)")
 
 
 def _calibration_options(parser: argparse.ArgumentParser) -> None:
@@ -328,7 +332,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.dataset}: no such dataset file")
     try:
         metrics = evaluate_run(args.run, args.dataset, args.split, calibrate=not args.no_calibration,
-                               uncertain_below=args.uncertain_below, line_rule=args.line_rule)
+                               uncertain_below=args.uncertain_below, pipeline_rule=args.pipeline_rule)
     except (RunFolderError, FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     print(f"{args.run} on {args.dataset} [{args.split}]: n={metrics['n']} "
@@ -337,11 +341,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         flag = "  (few examples)" if row.get("small") else ""
         print(f"  {row['name']:10s} recall={row['recall']:.3f} precision={row['precision']:.3f} "
               f"support={row['support']}{flag}")
-    rule = metrics.get("line_rule")
+    rule = metrics.get("pipeline_rule")
     if rule:
-        print(f"  AGN vs GALAXY by the SDSS line rule: {rule['measured']} galaxy spectra measured, {rule['changed']} "
-              f"network labels changed (network alone: accuracy {rule['network_accuracy']:.4f}, balanced accuracy "
-              f"{rule['network_balanced_accuracy']:.4f}; --no-line-rule to score it)")
+        print(f"  SDSS pipeline rule: GALAXY vs QSO decided by template fits for {rule['template_decided']}, lines "
+              f"measured for {rule['measured']}, {rule['changed']} network labels changed (network alone: accuracy "
+              f"{rule['network_accuracy']:.4f}, balanced accuracy {rule['network_balanced_accuracy']:.4f}; "
+              f"--no-pipeline-rule to score it)")
     cal = metrics.get("calibration") or {}
     if cal:
         sel = cal.get("selective") or {}
@@ -393,14 +398,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows, failures = predict_files_parallel(run, args.paths, out=args.out, batch_size=args.batch_size,
                                             calibrate=not args.no_calibration, uncertain_below=args.uncertain_below,
                                             fmt=args.format, workers=check_workers(args.workers), skipped=not_spectra,
-                                            line_rule=args.line_rule,
+                                            pipeline_rule=args.pipeline_rule,
                                             **({"spectro1d": True} if args.spectro1d else {}))
     counts = Counter(r["predicted_class"] for r in rows)
     ruled = [r for r in rows if "network_class" in r]
     if ruled:
         changed = sum(r["network_class"] != r["predicted_class"] for r in ruled)
-        print(f"AGN vs GALAXY decided by the SDSS line rule on the measured lines (--no-line-rule: the network's "
-              f"own): {changed} of {len(ruled)} network labels changed (columns network_class, line_subclass)")
+        print(f"SDSS pipeline rule (GALAXY vs QSO by template fits, AGN vs GALAXY by the measured lines; "
+              f"--no-pipeline-rule: the network's own): {changed} of {len(ruled)} network labels changed (columns "
+              f"network_class, template_class, line_subclass)")
     if args.spectro1d and rows:
         agree = sum(r["spectro1d_label"] == r["predicted_class"] for r in rows)
         print(f"emulated SDSS pipeline (spectro1d): agrees with the network on {agree} of {len(rows)}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from specclass.spectro1d.lines import fit_lines, subclass_from_lines
 from specclass.spectro1d.templates import load_template_sets, template_generation
-from specclass.spectro1d.zscan import find_minima, prepare, scan
+from specclass.spectro1d.zscan import Minimum, ObjectSpectrum, find_minima, prepare, scan
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,35 @@ def galaxy_subclass(
     """
     obj = prepare(loglam, flux, ivar, and_mask)
     gen = generation or template_generation(run2d, float(obj.loglam[-1]))
-    galaxy = next(ts for ts in load_template_sets(gen) if ts.kind == "GALAXY")
-    best = None
-    for curve in scan(obj, galaxy):
-        for m in find_minima(curve, 1, galaxy.width):
-            if np.isfinite(m.rchi2) and (best is None or m.rchi2 < best.rchi2):
-                best = m
+    best = best_fit(obj, gen, "GALAXY")
     if best is None:
         return GalaxyLines(None, float("nan"), float("nan"))
-    fit = fit_lines(obj.loglam, obj.flux, obj.ivar, best.z, "GALAXY", generation=gen)
-    return GalaxyLines(None if fit is None else subclass_from_lines(fit), float(best.z), float(best.rchi2))
+    return GalaxyLines(lines_subclass(obj, best.z, gen), float(best.z), float(best.rchi2))
+
+
+def best_fit(obj: ObjectSpectrum, generation: str, kind: str) -> Minimum | None:
+    """The lowest chi2/dof minimum of one class's eigenspectrum fit over the pipeline's redshift range.
+
+    Args:
+        obj: :func:`specclass.spectro1d.zscan.prepare` output.
+        generation: 'sdss' or 'boss' (:mod:`.templates`).
+        kind: 'GALAXY' or 'QSO' (a template set of one fit; STAR sets are one fit per template).
+
+    Returns:
+        The best :class:`~specclass.spectro1d.zscan.Minimum` (``z``, ``rchi2``), or None when
+        no trial redshift leaves enough degrees of freedom.
+    """
+    ts = next(t for t in load_template_sets(generation) if t.kind == kind)
+    best = None
+    for curve in scan(obj, ts):
+        for m in find_minima(curve, 1, ts.width):
+            if np.isfinite(m.rchi2) and (best is None or m.rchi2 < best.rchi2):
+                best = m
+    return best
+
+
+def lines_subclass(obj: ObjectSpectrum, z: float, generation: str) -> str | None:
+    """The pipeline's line SUBCLASS at redshift ``z`` (:func:`.lines.fit_lines` then
+    :func:`.lines.subclass_from_lines`); None when no line lies in the spectrum's range."""
+    fit = fit_lines(obj.loglam, obj.flux, obj.ivar, z, "GALAXY", generation=generation)
+    return None if fit is None else subclass_from_lines(fit)

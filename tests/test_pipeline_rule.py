@@ -1,0 +1,105 @@
+"""The SDSS pipeline's decisions on top of the network (specclass.pipeline_rule), on real SDSS spectra.
+
+The files are spectra the cross-validated default seed4 network got wrong out of fold (README
+"Benchmarks"): a broad-line QSO it called GALAXY (spec-0851-52376-0443), a galaxy it called QSO
+(spec-1722-53852-0175), and the input that broke a first version of the template step: the nearby
+Seyfert 2 spec-2101-53858-0049 (SDSS GALAXY AGN, z = 0.0036), whose QSO-eigenspectrum fit beats
+the GALAXY one although SDSS calls it a galaxy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from specclass.io import read_spectrum
+from specclass.pipeline_rule import MARGIN, applies, apply_pipeline_rule, decisive
+
+QSO_FILE = "spectra2/spec-0851-52376-0443.fits"
+GALAXY_FILE = "spectra/spec-1722-53852-0175.fits"
+SEYFERT2_FILE = "spectra3/spec-2101-53858-0049.fits"
+STAR_FILE = "spectra/spec-0266-51602-0031.fits"  # a white dwarf
+SEED4 = ["AGN", "GALAXY", "QSO", "STAR"]
+
+
+def _gridded(sdss_dir, names):
+    from specclass.spectra.grid import DEFAULT_GRID as grid
+    from specclass.spectra.grid import rebin
+
+    specs = []
+    for n in names:
+        if not (sdss_dir / n).exists():
+            pytest.skip(f"{sdss_dir / n} missing")
+        specs.append(read_spectrum(sdss_dir / n))
+    flux = np.zeros((len(specs), grid.npix), np.float32)
+    ivar = np.zeros_like(flux)
+    for i, s in enumerate(specs):
+        flux[i], ivar[i] = rebin(s, grid)
+    return specs, grid.loglam, flux, ivar
+
+
+def test_template_fits_decide_galaxy_vs_qso_on_real_spectra(sdss_dir):
+    specs, loglam, flux, ivar = _gridded(sdss_dir, [QSO_FILE, GALAXY_FILE, SEYFERT2_FILE, STAR_FILE])
+    assert [s.meta.class_ for s in specs] == ["QSO", "GALAXY", "GALAXY", "STAR"]  # the pipeline's CLASS
+    proba = np.array([
+        [0.05, 0.80, 0.15, 0.00],  # the QSO, called GALAXY by the network
+        [0.00, 0.02, 0.98, 0.00],  # the galaxy, called QSO
+        [0.99, 0.00, 0.01, 0.00],  # the Seyfert 2, called AGN: stays AGN
+        [0.02, 0.03, 0.05, 0.90],  # a star: not fitted
+    ], np.float32)
+    res = apply_pipeline_rule(proba, SEED4, loglam, flux, ivar, "sdss")
+    assert res.template_class.tolist() == ["QSO", "GALAXY", "QSO", ""]
+    assert res.rchi2[0, 1] < res.rchi2[0, 0] - MARGIN and res.rchi2[1, 0] < res.rchi2[1, 1] - MARGIN
+    np.testing.assert_allclose(res.proba[0], [0.0, 0.0, 1.0, 0.0], atol=1e-6)
+    # the galaxy takes the QSO probability, then its lines decide AGN vs GALAXY (seed4)
+    assert res.measured[1] and res.proba[1].argmax() == SEED4.index("GALAXY") and res.proba[1, 2] == 0
+    # narrow-line AGN by the pipeline's own line rule: kept in the galaxy family, as SDSS labels it
+    assert res.subclass[2] == "AGN" and res.proba[2].argmax() == SEED4.index("AGN")
+    np.testing.assert_array_equal(res.proba[3], proba[3])
+    assert np.isnan(res.rchi2[3]).all() and not res.measured[3]
+    np.testing.assert_allclose(res.proba.sum(axis=1), 1.0, atol=1e-6)
+    assert proba[0, 1] == np.float32(0.80)  # the input is not modified
+
+
+def test_class3_runs_get_the_template_step_only(sdss_dir):
+    _, loglam, flux, ivar = _gridded(sdss_dir, [QSO_FILE, SEYFERT2_FILE])
+    names = ["GALAXY", "QSO", "STAR"]
+    proba = np.array([[0.70, 0.25, 0.05], [0.90, 0.10, 0.00]], np.float32)
+    res = apply_pipeline_rule(proba, names, loglam, flux, ivar, "sdss")
+    assert res.proba.argmax(axis=1).tolist() == [1, 0]  # the QSO becomes QSO; the Seyfert 2 stays GALAXY
+    assert res.measured.tolist() == [True, True] and res.subclass[1] == "AGN"  # lines fitted only to test it
+
+
+def test_the_line_step_alone_leaves_galaxy_vs_qso_to_the_network(sdss_dir):
+    _, loglam, flux, ivar = _gridded(sdss_dir, [QSO_FILE])
+    proba = np.array([[0.05, 0.80, 0.15, 0.00]], np.float32)
+    res = apply_pipeline_rule(proba, SEED4, loglam, flux, ivar, "sdss", templates=False)
+    assert res.template_class.tolist() == [""] and res.proba[0].argmax() in (0, 1)
+
+
+def test_decisive_uses_the_pipelines_small_delta_chi2_margin():
+    assert decisive(1.20, 1.00) == "QSO" and decisive(1.00, 1.20) == "GALAXY"
+    assert decisive(1.000, 1.009) == ""  # < 0.01: SMALL_DELTA_CHI2
+    assert decisive(19.55, 19.40) == ""  # > 0.01 but < 1 % of chi2/dof
+    assert decisive(np.nan, 1.0) == "" and decisive(1.0, np.inf) == ""
+
+
+def test_rule_needs_galaxy_and_qso_or_agn_on_sdss_pixels():
+    assert applies(SEED4) and applies(["GALAXY", "QSO", "STAR"]) and applies(["AGN", "GALAXY"])
+    assert not applies(["QSO", "STAR"]) and not applies(["STAR", "GALAXY"])
+    assert not applies(SEED4, 3.58 + 2e-4 * np.arange(100)) and applies(SEED4, 3.58 + 1e-4 * np.arange(100))
+    with pytest.raises(ValueError, match="GALAXY and QSO or AGN"):
+        apply_pipeline_rule(np.full((1, 2), 0.5), ["GALAXY", "STAR"], 3.6 + 1e-4 * np.arange(10),
+                            np.ones((1, 10)), np.ones((1, 10)))
+    with pytest.raises(ValueError, match="do not agree"):
+        apply_pipeline_rule(np.full((2, 4), 0.25), SEED4, 3.6 + 1e-4 * np.arange(10), np.ones((1, 10)),
+                            np.ones((1, 10)))
+
+
+@pytest.mark.parametrize("flag", ["--no-pipeline-rule", "--no-line-rule"])
+def test_cli_flag_and_its_old_name_turn_the_rule_off(flag):
+    from specclass.cli import build_parser
+
+    for command in (["predict", "run", "x.fits"], ["evaluate", "run", "d.h5"]):
+        assert build_parser().parse_args([command[0], flag, *command[1:]]).pipeline_rule is False
+        assert build_parser().parse_args(command).pipeline_rule is None
