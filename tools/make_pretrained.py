@@ -135,6 +135,11 @@ def model_card(run: Path, dataset: Path, scheme: str, train_args: list[str]) -> 
             "chi2/dof differ by at least the pipeline's 0.01 margin"
             + (", AGN vs GALAXY by the BPT rule on the measured emission lines" if "AGN" in names else "")
             + " (columns\n`network_class`, `template_class`, `line_subclass`; `--no-pipeline-rule` gives the network's own call).")
+    pr = metrics.get("pipeline_rule") or {}
+    network = ("" if not pr else
+               f" (with the SDSS pipeline rule that `predict` applies, {pr.get('changed')} labels changed; the "
+               f"network alone: accuracy {_fmt(pr.get('network_accuracy'))}, balanced accuracy "
+               f"{_fmt(pr.get('network_balanced_accuracy'))})")
     return f"""# specclass pretrained classifier: {scheme}
 
 Made {datetime.now(timezone.utc):%Y-%m-%d} by `{command}` (specclass {cfg.get('specclass_version')},
@@ -161,7 +166,7 @@ Spectra per class, source and split:
 - best epoch {_fmt(cfg['best_epoch'] + 1 if isinstance(cfg.get('best_epoch'), int) else None)} (counted from 1), best {cfg.get('monitor')} {_fmt(cfg.get('best_score'), 4)}
 
 ## Figures (test split of the dataset, one split)
-accuracy {_fmt(metrics.get('accuracy'))}, balanced accuracy {_fmt(metrics.get('balanced_accuracy'))}, n = {metrics.get('n')}
+accuracy {_fmt(metrics.get('accuracy'))}, balanced accuracy {_fmt(metrics.get('balanced_accuracy'))}, n = {metrics.get('n')}{network}
 
 | class | recall | precision | F1 | support |
 | --- | ---: | ---: | ---: | ---: |
