@@ -16,6 +16,7 @@ from specclass.io import read_spectrum
 from specclass.pipeline_rule import MARGIN, applies, apply_pipeline_rule, decisive
 
 QSO_FILE = "spectra2/spec-0851-52376-0443.fits"
+BLUE_QSO_FILE = "spectra2/spec-1224-52765-0334.fits"  # a weak-line z = 0.51 QSO the network calls STAR
 GALAXY_FILE = "spectra/spec-1722-53852-0175.fits"
 SEYFERT2_FILE = "spectra3/spec-2101-53858-0049.fits"
 STAR_FILE = "spectra/spec-0266-51602-0031.fits"  # a white dwarf
@@ -103,3 +104,27 @@ def test_cli_flag_and_its_old_name_turn_the_rule_off(flag):
     for command in (["predict", "run", "x.fits"], ["evaluate", "run", "d.h5"]):
         assert build_parser().parse_args([command[0], flag, *command[1:]]).pipeline_rule is False
         assert build_parser().parse_args(command).pipeline_rule is None
+
+
+def test_the_star_step_adds_stars_and_never_removes_one(sdss_dir, shared_data):
+    # a LAMOST F5 star (another survey, BOSS-generation templates) the network calls QSO, and an SDSS
+    # quasar the network calls STAR: the first becomes a STAR, the second keeps the network's STAR
+    lamost = shared_data / "other_surveys" / "lamost" / "bt_spectraldl"
+    star = sorted(lamost.glob("spec-55967-GAC_073N44_V4_sp06-093.fits*"))
+    if not star:
+        pytest.skip(f"{lamost} missing")
+    specs, loglam, flux, ivar = _gridded(star[0].parent, [star[0].name])
+    _, _, qflux, qivar = _gridded(sdss_dir, [BLUE_QSO_FILE])
+    assert specs[0].meta.class_ == "STAR"
+    proba = np.array([[0.10, 0.10, 0.70, 0.10], [0.00, 0.00, 0.02, 0.98]], np.float32)
+    res = apply_pipeline_rule(proba, SEED4, loglam, np.vstack([flux, qflux]), np.vstack([ivar, qivar]),
+                              ["boss", "sdss"])
+    assert res.template_class.tolist() == ["STAR", ""]
+    assert res.rchi2[0, 2] < min(res.rchi2[0, :2]) - MARGIN and not res.measured[0]
+    np.testing.assert_allclose(res.proba[0], [0.0, 0.0, 0.0, 1.0], atol=1e-6)
+    np.testing.assert_array_equal(res.proba[1], proba[1])  # the network's STAR call stands
+    # class3 runs get the star step too; a run without STAR never gets it
+    c3 = apply_pipeline_rule(proba[:1, 1:] / proba[:1, 1:].sum(), ["GALAXY", "QSO", "STAR"], loglam, flux, ivar, "boss")
+    assert c3.proba[0].argmax() == 2
+    no_star = apply_pipeline_rule(np.array([[0.2, 0.8]], np.float32), ["GALAXY", "QSO"], loglam, flux, ivar, "boss")
+    assert no_star.template_class[0] in ("GALAXY", "QSO", "") and np.isnan(no_star.rchi2[0, 2])

@@ -225,7 +225,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines.append(" it moves by 20+ points when one spectrum flips - see benchmarks/ in the repository for larger sets)")
     rules = [(n, summary["models"][n].get("pipeline_rule")) for n in names]
     if any(r for _, r in rules):
-        lines.append("SDSS pipeline rule on top of the network (GALAXY vs QSO by template fits, AGN vs GALAXY by the")
+        lines.append("SDSS pipeline rule on top of the network (STAR, GALAXY vs QSO by template fits, AGN vs GALAXY by the")
         lines.append(" measured lines; specclass predict/evaluate default, --no-pipeline-rule): " + "; ".join(
             f"{n}: {r['changed']} network labels changed, network alone {100 * r['network_accuracy']:.1f}% / "
             f"{100 * r['network_balanced_accuracy']:.1f}% balanced" for n, r in rules if r) + ")")

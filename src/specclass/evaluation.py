@@ -373,8 +373,8 @@ def evaluate_run(
         uncertain_below: threshold of the uncertain flag (default
             :data:`specclass.calibration.DEFAULT_UNCERTAIN_BELOW`).
         pipeline_rule: apply the SDSS pipeline's decisions on top of the network
-            (:mod:`specclass.pipeline_rule`: GALAXY vs QSO by template fits, AGN vs GALAXY by the
-            measured lines); None (default) = when the run's classes and grid allow it.
+            (:mod:`specclass.pipeline_rule`: STAR and GALAXY vs QSO by template fits, AGN vs GALAXY
+            by the measured lines); None (default) = when the run's classes and grid allow it.
             ``metrics["pipeline_rule"]`` then gives how many spectra the template fits decided,
             how many had their lines measured, how many labels changed, and the network's own
             accuracy and balanced accuracy.

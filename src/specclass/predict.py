@@ -30,11 +30,12 @@ lost: filter on ``uncertain`` to abstain.
 **Runs with GALAXY and QSO or AGN (class3, seed4) on SDSS's 1e-4 dex pixels**: by default
 the SDSS pipeline's own decisions are applied on top of the network
 (:mod:`specclass.pipeline_rule`): for every spectrum the network puts in the galaxy or QSO
-family, GALAXY vs QSO is decided by the GALAXY/QSO eigenspectrum fits when their chi2/dof
-differ by at least the pipeline's SMALL_DELTA_CHI2 margin, and (seed4) AGN vs GALAXY by the
+family, it becomes a STAR when the star templates fit better than the GALAXY and QSO
+eigenspectra by the pipeline's SMALL_DELTA_CHI2 margin, else GALAXY vs QSO is decided by the
+GALAXY/QSO fits when their chi2/dof differ by that margin, and (seed4) AGN vs GALAXY by the
 SDSS BPT rule on the lines measured at the GALAXY redshift. Three columns are added before
 ``reason`` (:data:`RULE_COLUMNS`): ``network_class`` (the network's own arg-max),
-``template_class`` (GALAXY or QSO where the fits decided, else empty) and ``line_subclass``
+``template_class`` (STAR, GALAXY or QSO where the fits decided, else empty) and ``line_subclass``
 (the measured SDSS SUBCLASS, empty where the lines were not measured).
 ``pipeline_rule=False`` (``--no-pipeline-rule``) keeps the network's probabilities.
 
@@ -223,9 +224,9 @@ def predict_files(
         spectro1d: also run the emulated SDSS pipeline (:mod:`specclass.spectro1d`) on each
             gridded spectrum and add :data:`SPECTRO1D_COLUMNS` (its CLASS, SUBCLASS, Z,
             RCHI2DIFF and the label it implies in the run's classes); 0.03-0.3 s per spectrum.
-        pipeline_rule: decide GALAXY vs QSO by template fits and AGN vs GALAXY by the measured
-            lines (module docstring); None (default) = when the run's classes and grid allow it;
-            0.02-0.05 s per galaxy- or QSO-family spectrum.
+        pipeline_rule: decide STAR and GALAXY vs QSO by template fits and AGN vs GALAXY by the
+            measured lines (module docstring); None (default) = when the run's classes and grid
+            allow it; 0.02-0.05 s per galaxy- or QSO-family spectrum.
 
     Returns:
         ``(rows, failures)``: one dict per spectrum classified (see module

@@ -155,8 +155,9 @@ def _pipeline_rule_option(parser: argparse.ArgumentParser) -> None:
                         help="keep the network's own probabilities. By default, runs with GALAXY and QSO or AGN on "
                              "SDSS's 1e-4 dex pixels get the SDSS pipeline's decisions on top of the network: for a "
                              "spectrum the network puts in the galaxy family (P(GALAXY) + P(AGN), weighed as one) or "
-                             "the QSO family, GALAXY vs QSO is decided by the GALAXY/QSO eigenspectrum fits when their "
-                             "chi2/dof differ by at least the pipeline's 0.01 margin (a narrow-line AGN called a galaxy "
+                             "the QSO family, it becomes a STAR when the star templates fit better than the GALAXY and "
+                             "QSO eigenspectra by the pipeline's 0.01 chi2/dof margin, else GALAXY vs QSO is decided by "
+                             "the GALAXY/QSO fits when they differ by that margin (a narrow-line AGN called a galaxy "
                              "stays one), and for seed4 AGN vs GALAXY by the pipeline's BPT rule on the measured "
                              "emission lines (README 'Benchmarks'; 0.02-0.05 s per such spectrum; --no-line-rule is "
                              "the old name)")
@@ -343,7 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"support={row['support']}{flag}")
     rule = metrics.get("pipeline_rule")
     if rule:
-        print(f"  SDSS pipeline rule: GALAXY vs QSO decided by template fits for {rule['template_decided']}, lines "
+        print(f"  SDSS pipeline rule: STAR or GALAXY vs QSO decided by template fits for {rule['template_decided']}, lines "
               f"measured for {rule['measured']}, {rule['changed']} network labels changed (network alone: accuracy "
               f"{rule['network_accuracy']:.4f}, balanced accuracy {rule['network_balanced_accuracy']:.4f}; "
               f"--no-pipeline-rule to score it)")
@@ -404,7 +405,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ruled = [r for r in rows if "network_class" in r]
     if ruled:
         changed = sum(r["network_class"] != r["predicted_class"] for r in ruled)
-        print(f"SDSS pipeline rule (GALAXY vs QSO by template fits, AGN vs GALAXY by the measured lines; "
+        print(f"SDSS pipeline rule (STAR and GALAXY vs QSO by template fits, AGN vs GALAXY by the measured lines; "
               f"--no-pipeline-rule: the network's own): {changed} of {len(ruled)} network labels changed (columns "
               f"network_class, template_class, line_subclass)")
     if args.spectro1d and rows:

@@ -75,10 +75,13 @@ STAR_KEEP = 12
 STAR_COARSE_STEP = 6
 
 
-def solutions(obj: ObjectSpectrum, generation: str) -> list[Minimum]:
-    """Every minimum of every template fit, sorted the pipeline's way (best first)."""
+def solutions(obj: ObjectSpectrum, generation: str, kinds: tuple[str, ...] | None = None) -> list[Minimum]:
+    """Every minimum of every template fit (or of the sets of ``kinds`` only, e.g. ``("STAR", "CV")``),
+    sorted the pipeline's way (best first)."""
     out: list[Minimum] = []
     for ts in load_template_sets(generation):
+        if kinds is not None and ts.kind not in kinds:
+            continue
         curves = None
         if ts.separate and ts.eigen.shape[0] > STAR_KEEP:
             coarse = scan(obj, ts, lag_step=STAR_COARSE_STEP)
