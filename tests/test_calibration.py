@@ -228,7 +228,10 @@ def test_predict_applies_the_runs_temperature_and_no_calibration_gives_raw(run, 
     np.testing.assert_allclose(p_cal, apply_temperature(raw, result.temperature), atol=1e-6)
     assert [r["predicted_class"] for r in cal_rows] == [r["predicted_class"] for r in raw_rows]
     assert [r["uncertain"] for r in cal_rows] == [int(p.max() < 0.5) for p in p_cal]
-    assert all(r["uncertain"] == 1 for r in predict_dataset(loaded, test, uncertain_below=1.0))
+    assert all(r["uncertain"] == 1 for r in predict_dataset(loaded, test, uncertain_below=1.0, pipeline_rule=False))
+    # the pipeline rule can give a class the whole probability (the star step): 1.0 is not below 1.0
+    ruled = predict_dataset(loaded, test, uncertain_below=1.0)
+    assert [r["uncertain"] for r in ruled] == [int(r["probability"] < 1.0) for r in ruled]
     with pytest.raises(ValueError, match="uncertain_below"):
         predict_dataset(loaded, test, uncertain_below=-0.1)
 
@@ -345,7 +348,7 @@ def test_evaluate_val_split_leaves_the_test_outputs_alone(run, sim, capsys):
 
     assert main(["evaluate", str(run_dir), str(ds_path), "--split", "val", "--uncertain-below", "0.7"]) == 0
     out = capsys.readouterr().out
-    assert "calibration:" in out and "uncertain below 0.7" in out
+    assert "calibration" in out and "uncertain below 0.7" in out
     assert {role: (_sha(p), p.stat().st_mtime_ns) for role, p in written.items()} == before
     val_names = output_names("val")
     assert val_names["metrics"] == "metrics-val.json" and val_names["report"] == "report-val.html"

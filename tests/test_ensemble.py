@@ -196,7 +196,7 @@ def test_assembled_ensemble_predict_and_evaluate_cli(trained, inputs, tmp_path, 
 
     assert main(["evaluate", str(out), str(_ds_of(run)), "--split", "all"]) == 0
     text = capsys.readouterr().out
-    assert "balanced_accuracy=" in text and "calibration: ensemble of 2 members" in text
+    assert "balanced_accuracy=" in text and "ensemble of 2 members: mean of the members" in text
     metrics = json.loads((out / "metrics-all.json").read_text())
     assert metrics["n"] == len(rows) and (out / "report-all.html").is_file()
     assert metrics["calibration"]["ece_calibrated"] is not None

@@ -226,9 +226,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     rules = [(n, summary["models"][n].get("pipeline_rule")) for n in names]
     if any(r for _, r in rules):
         lines.append("SDSS pipeline rule on top of the network (STAR, GALAXY vs QSO by template fits, AGN vs GALAXY by the")
-        lines.append(" measured lines; specclass predict/evaluate default, --no-pipeline-rule): " + "; ".join(
-            f"{n}: {r['changed']} network labels changed, network alone {100 * r['network_accuracy']:.1f}% / "
-            f"{100 * r['network_balanced_accuracy']:.1f}% balanced" for n, r in rules if r) + ")")
+        lines.append(" measured lines; the specclass predict/evaluate default, --no-pipeline-rule turns it off): " + "; ".join(
+            f"{n}: {r.get('template_decided', 0)} spectra decided by the template fits, {r['changed']} network labels "
+            f"changed, network alone accuracy {100 * r['network_accuracy']:.1f}%, balanced accuracy "
+            f"{100 * r['network_balanced_accuracy']:.1f}%" for n, r in rules if r))
     lines.append("")
     lines.append(f"dataset:      {summary['dataset']}")
     for name in names:

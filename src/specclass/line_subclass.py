@@ -58,12 +58,6 @@ def applies(class_names: Sequence[str], loglam: np.ndarray | None = None) -> boo
     return loglam is None or on_sdss_pixels(loglam)
 
 
-def enabled(line_rule: bool | None, class_names: Sequence[str], loglam: np.ndarray) -> bool:
-    """Whether ``predict``/``evaluate`` apply the rule: ``line_rule`` True (asked for), False (refused),
-    or None (the default: when :func:`applies` to the run's classes and grid)."""
-    return bool(line_rule) or (line_rule is None and applies(class_names, loglam))
-
-
 def apply_line_rule(
     proba: np.ndarray,
     class_names: Sequence[str],

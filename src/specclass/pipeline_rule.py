@@ -12,7 +12,8 @@ measures the rest the pipeline's way, for every spectrum whose network family is
 
 0. **STAR (star step, runs with STAR, GALAXY and QSO classes)**: the STAR (and CV) templates are fitted one by one
    over the pipeline's stellar range (:func:`.spectro1d.classify.solutions`, ~10 ms); when the best
-   star's chi2/dof beats both the GALAXY and the QSO fits by the margin below, the spectrum is a STAR.
+   star's chi2/dof beats both the GALAXY and the QSO fits by the margin below, the spectrum is a STAR:
+   P(STAR) takes the whole probability of the galaxy and QSO families.
    The step only ever adds STAR calls: the network's STAR calls stand, because on other surveys the
    network finds stars the templates miss (LAMOST STAR recall 0.954 network vs 0.938 template fit),
    while the templates find the stars the network misses (0.954 -> 0.984 with this step).
@@ -20,9 +21,11 @@ measures the rest the pipeline's way, for every spectrum whose network family is
    eigenspectra are fitted over the pipeline's redshift ranges (:func:`.spectro1d.galaxy.best_fit`,
    the emulator's scan, ~20 ms per spectrum). When one family's best chi2/dof beats the other's by
    at least the pipeline's SMALL_DELTA_CHI2 margin (:data:`MARGIN`, absolute and relative), that
-   family takes the probability of both; otherwise the network's split stands. One exception,
+   family takes the probability of both (whichever family the network preferred); otherwise the
+   network's split stands. One exception,
    from the pipeline's taxonomy: a spectrum the network calls a galaxy whose lines at the GALAXY
-   redshift give exactly the narrow-line SUBCLASS 'AGN' (no BROADLINE) stays a galaxy: SDSS names
+   redshift give exactly the narrow-line SUBCLASS 'AGN' (no BROADLINE) stays a galaxy (and takes
+   the QSO probability): SDSS names
    narrow-line AGN GALAXY AGN, and the QSO eigenspectra, which carry narrow lines too, can fit a
    bright nearby Seyfert 2 slightly better (spec-2101-53858-0049, GALAXY AGN at z = 0.0036 in
    SDSS, QSO by 0.7 in chi2/dof in our fit).
@@ -222,14 +225,16 @@ def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, is_gal: bool, log
                 out.template_class[i] = "STAR"
                 return
         out.template_class[i] = winner = decisive(rchi2[0], rchi2[1], margin)
-        fam = p[cols.family].sum()
         if winner == "QSO" and is_gal:
             sub = lines_subclass(obj, gal.z, generation)
-            if sub != "AGN":  # a narrow-line AGN stays a galaxy (module docstring)
-                p[cols.qso] += fam
-                p[cols.family] = 0.0
-                is_gal = False
-        elif winner == "GALAXY" and not is_gal:
+            if sub == "AGN":  # a narrow-line AGN stays a galaxy (module docstring)
+                winner = "GALAXY"
+        fam = p[cols.family].sum()
+        if winner == "QSO":
+            p[cols.qso] += fam
+            p[cols.family] = 0.0
+            is_gal = False
+        elif winner == "GALAXY":
             if fam > 0:
                 p[cols.family] *= (fam + p[cols.qso]) / fam
             else:

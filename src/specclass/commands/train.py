@@ -159,8 +159,8 @@ def _pipeline_rule_option(parser: argparse.ArgumentParser) -> None:
                              "QSO eigenspectra by the pipeline's 0.01 chi2/dof margin, else GALAXY vs QSO is decided by "
                              "the GALAXY/QSO fits when they differ by that margin (a narrow-line AGN called a galaxy "
                              "stays one), and for seed4 AGN vs GALAXY by the pipeline's BPT rule on the measured "
-                             "emission lines (README 'Benchmarks'; 0.02-0.05 s per such spectrum; --no-line-rule is "
-                             "the old name)")
+                             "emission lines (README \"The SDSS pipeline's own decisions on top of the network\"; "
+                             "0.02-0.05 s per such spectrum; --no-line-rule is the old name)")
 
 
 def _calibration_options(parser: argparse.ArgumentParser) -> None:
@@ -355,9 +355,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         def f(v: Any) -> str:
             return "n/a" if v is None else f"{v:.3f}"
 
-        print(f"  calibration: {cal.get('probabilities')}; ECE raw {f(cal.get('ece_raw'))} -> "
+        print(f"  calibration{' (the network alone, before the pipeline rule)' if rule else ''}: "
+              f"{cal.get('probabilities')}; ECE raw {f(cal.get('ece_raw'))} -> "
               f"calibrated {f(cal.get('ece_calibrated'))}")
-        print(f"  uncertain below {cal.get('uncertain_below'):g}: {sel.get('n_uncertain')} of {sel.get('n')}; "
+        print(f"  uncertain below {cal.get('uncertain_below'):g}{' (the network alone)' if rule else ''}: "
+              f"{sel.get('n_uncertain')} of {sel.get('n')}; "
               f"coverage {f(sel.get('coverage'))}, accuracy {f(sel.get('accuracy'))}, balanced accuracy "
               f"{f(sel.get('balanced_accuracy'))} on the covered rows")
     for role, path in metrics.get("files", {}).items():
@@ -405,8 +407,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ruled = [r for r in rows if "network_class" in r]
     if ruled:
         changed = sum(r["network_class"] != r["predicted_class"] for r in ruled)
-        print(f"SDSS pipeline rule (STAR and GALAXY vs QSO by template fits, AGN vs GALAXY by the measured lines; "
-              f"--no-pipeline-rule: the network's own): {changed} of {len(ruled)} network labels changed (columns "
+        print(f"SDSS pipeline rule (STAR and GALAXY vs QSO by template fits, AGN vs GALAXY by the measured lines where "
+              f"the run has AGN; --no-pipeline-rule: the network's own): {changed} of {len(ruled)} network labels "
+              f"changed (columns "
               f"network_class, template_class, line_subclass)")
     if args.spectro1d and rows:
         agree = sum(r["spectro1d_label"] == r["predicted_class"] for r in rows)
