@@ -128,3 +128,34 @@ def test_the_star_step_adds_stars_and_never_removes_one(sdss_dir, shared_data):
     assert c3.proba[0].argmax() == 2
     no_star = apply_pipeline_rule(np.array([[0.2, 0.8]], np.float32), ["GALAXY", "QSO"], loglam, flux, ivar, "boss")
     assert no_star.template_class[0] in ("GALAXY", "QSO", "") and np.isnan(no_star.rchi2[0, 2])
+
+
+def test_a_spectrum_with_one_good_pixel_keeps_the_networks_call(sdss_dir):
+    # the input that broke it: one good pixel (grid pixel 748, BOSS templates) made a GALAXY template fit a
+    # singular system (numpy LinAlgError), which stopped `specclass predict` for the whole chunk of spectra
+    # (predict classifies spectra with as few as 1 good pixel); a real spectrum cut to a few pixels too
+    from specclass.spectra.grid import DEFAULT_GRID as grid
+
+    flux = np.zeros((2, grid.npix), np.float32)
+    ivar = np.zeros_like(flux)
+    flux[0, 748], ivar[0, 748] = 1.0, 1.0
+    _, _, qflux, qivar = _gridded(sdss_dir, [QSO_FILE])
+    flux[1, 1500:1503], ivar[1, 1500:1503] = qflux[0, 1500:1503], qivar[0, 1500:1503]
+    proba = np.array([[0.10, 0.50, 0.30, 0.10], [0.10, 0.50, 0.30, 0.10]], np.float32)
+    res = apply_pipeline_rule(proba, SEED4, grid.loglam, flux, ivar, "boss")
+    assert res.template_class.tolist() == ["", ""] and not np.isfinite(res.rchi2).any()
+    np.testing.assert_array_equal(res.proba, proba)
+
+
+def test_the_batched_solver_survives_a_rank_one_system():
+    from specclass.spectro1d.zscan import _solve
+
+    v = np.array([4601.0, -335.9, 22.0, -0.44, 67.8, 3.94, -33.6])  # one pixel: A = v v^T (rank 1)
+    A = np.stack([np.outer(v, v), np.eye(7)])
+    b = np.stack([v * 2.0, np.ones(7)])
+    theta, chi2 = _solve(A, b, np.array([4.0, 7.0]), valid=np.array([False, True]))
+    np.testing.assert_allclose(theta[0], 0.0)
+    np.testing.assert_allclose(chi2[0], 4.0)
+    np.testing.assert_allclose(theta[1], 1.0, atol=1e-9)
+    theta, _ = _solve(A[:1], b[:1], np.array([4.0]))  # not flagged: solved (pseudo-inverse if need be)
+    assert np.isfinite(theta).all()

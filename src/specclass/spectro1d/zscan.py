@@ -195,21 +195,31 @@ class ScanCurve:
     theta: np.ndarray
 
 
-def _solve(A: np.ndarray, b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _solve(A: np.ndarray, b: np.ndarray, s: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Batched least squares: ``theta = A^-1 b``, ``chi2 = s - b . theta``.
 
     ``A`` is scaled to unit diagonal (columns that vanish over the overlap get
-    coefficient 0) and solved with a 1e-12 ridge, so degenerate lags never raise.
+    coefficient 0) and solved with a 1e-12 ridge. Lags where ``valid`` (broadcast over
+    ``A``'s batch axes) is False -- too few pixels for the fit, so their chi2/dof is
+    discarded anyway -- are not solved (theta 0, chi2 = s): a fit to fewer pixels than
+    parameters is a singular system (a spectrum with one good pixel raised LinAlgError).
+    Should LAPACK still find a singular system, the pseudo-inverse solves it.
     """
+    k = A.shape[-1]
+    if valid is not None:
+        A = np.where(valid[..., None, None], A, np.eye(k))
+        b = np.where(valid[..., None], b, 0.0)
     d = np.sqrt(np.einsum("...kk->...k", A))
     zero = d <= 0
     d = np.where(zero, 1.0, d)
     As = A / (d[..., :, None] * d[..., None, :])
-    k = A.shape[-1]
     eye = np.eye(k)
     As = np.where(zero[..., :, None] | zero[..., None, :], 0.0, As) + eye * (1e-12 + zero[..., None, :] * 1.0)
     bs = np.where(zero, 0.0, b / d)
-    ts = np.linalg.solve(As, bs[..., None])[..., 0]
+    try:
+        ts = np.linalg.solve(As, bs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        ts = (np.linalg.pinv(As) @ bs[..., None])[..., 0]
     chi2 = s - np.einsum("...k,...k->...", bs, ts)
     return ts / d, chi2
 
@@ -267,8 +277,8 @@ def scan(obj: ObjectSpectrum, ts: TemplateSet, members: np.ndarray | None = None
         A = np.empty((lags.size, k, k))
         A[:, iu[0], iu[1]] = Aw
         A[:, iu[1], iu[0]] = Aw
-        theta, chi2 = _solve(A, bw, S)
         dof = n - k
+        theta, chi2 = _solve(A, bw, S, valid=dof > MINDOF)
         return [_curve(ts.kind, ts.kind, z, chi2, dof, theta)]
     # STAR: each template with the shared polynomial columns
     p = ts.npoly
@@ -305,8 +315,8 @@ def scan(obj: ObjectSpectrum, ts: TemplateSet, members: np.ndarray | None = None
     b = np.empty((ns, nl, k))
     b[:, :, 0] = Cb[:, :ns].T
     b[:, :, 1:] = Cb[:, ns:][None]
-    theta, chi2 = _solve(A, b, S[None, :])
     dof = n - k
+    theta, chi2 = _solve(A, b, S[None, :], valid=(dof > MINDOF)[None, :])
     return [_curve("STAR", ts.names[j], z, chi2[s], dof, theta[s]) for s, j in enumerate(idx)]
 
 
