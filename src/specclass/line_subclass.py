@@ -51,11 +51,9 @@ def applies(class_names: Sequence[str], loglam: np.ndarray | None = None) -> boo
     """True when the run's classes hold both GALAXY and AGN (the seed4 scheme) and, when
     ``loglam`` is given, its grid is on SDSS's uniform 1e-4 dex pixels (the line fits need
     them; a run trained on a coarser ``--grid-step`` keeps the network's call)."""
-    if not all(c in class_names for c in RULE_CLASSES):
-        return False
-    from specclass.spectro1d.zscan import on_sdss_pixels
+    from specclass import pipeline_rule
 
-    return loglam is None or on_sdss_pixels(loglam)
+    return all(c in class_names for c in RULE_CLASSES) and pipeline_rule.applies(class_names, loglam)
 
 
 def apply_line_rule(

@@ -10,8 +10,8 @@ quantities a network only approximates. :func:`apply_pipeline_rule` therefore le
 decide what it is good at -- which spectra are stars, and a first guess of the family -- and
 measures the rest the pipeline's way, for every spectrum whose network family is a galaxy or a QSO:
 
-0. **STAR (star step, runs with STAR, GALAXY and QSO classes)**: the STAR (and CV) templates are fitted one by one
-   over the pipeline's stellar range (:func:`.spectro1d.classify.solutions`, ~10 ms); when the best
+0. **STAR (star step, runs with STAR, GALAXY and QSO classes)**: the STAR (and CV) templates
+   are fitted one by one over the pipeline's stellar range (:func:`.spectro1d.classify.solutions`, ~10 ms); when the best
    star's chi2/dof beats both the GALAXY and the QSO fits by the margin below, the spectrum is a STAR:
    P(STAR) takes the whole probability of the galaxy and QSO families.
    The step only ever adds STAR calls: the network's STAR calls stand, because on other surveys the
@@ -22,11 +22,10 @@ measures the rest the pipeline's way, for every spectrum whose network family is
    the emulator's scan, ~20 ms per spectrum). When one family's best chi2/dof beats the other's by
    at least the pipeline's SMALL_DELTA_CHI2 margin (:data:`MARGIN`, absolute and relative), that
    family takes the probability of both (whichever family the network preferred); otherwise the
-   network's split stands. One exception,
-   from the pipeline's taxonomy: a spectrum the network calls a galaxy whose lines at the GALAXY
-   redshift give exactly the narrow-line SUBCLASS 'AGN' (no BROADLINE) stays a galaxy (and takes
-   the QSO probability): SDSS names
-   narrow-line AGN GALAXY AGN, and the QSO eigenspectra, which carry narrow lines too, can fit a
+   network's split stands. One exception, from the pipeline's taxonomy: a spectrum the network
+   calls a galaxy whose lines at the GALAXY redshift give exactly the narrow-line SUBCLASS 'AGN'
+   (no BROADLINE) stays a galaxy (and takes the QSO probability): SDSS names narrow-line AGN
+   GALAXY AGN, and the QSO eigenspectra, which carry narrow lines too, can fit a
    bright nearby Seyfert 2 slightly better (spec-2101-53858-0049, GALAXY AGN at z = 0.0036 in
    SDSS, QSO by 0.7 in chi2/dof in our fit).
 2. **AGN vs GALAXY (line step, runs with GALAXY and AGN classes: seed4)**: for a spectrum now in
@@ -48,9 +47,11 @@ from typing import Sequence
 
 import numpy as np
 
+from specclass.spectro1d.classify import MIN_RCHI2DIFF, clear_margin
+
 #: The pipeline's SMALL_DELTA_CHI2 threshold (spreduce1d.pro ``minrchi2diff = 0.01``): the template
 #: step decides only when the chi2/dof difference is at least this and at least this times chi2/dof.
-MARGIN = 0.01
+MARGIN = MIN_RCHI2DIFF
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,7 @@ def enabled(pipeline_rule: bool | None, class_names: Sequence[str], loglam: np.n
 def beats(rchi2: float, other: float, margin: float = MARGIN) -> bool:
     """True when chi2/dof ``rchi2`` is lower than ``other`` by at least ``margin``, absolute and
     relative to ``rchi2`` (the pipeline's SMALL_DELTA_CHI2 test); False when either is NaN."""
-    if not (np.isfinite(rchi2) and np.isfinite(other)):
-        return False
-    return other - rchi2 >= margin and other - rchi2 >= margin * rchi2
+    return bool(np.isfinite(rchi2) and np.isfinite(other)) and clear_margin(other - rchi2, rchi2, margin)
 
 
 def decisive(rchi2_galaxy: float, rchi2_qso: float, margin: float = MARGIN) -> str:
@@ -155,14 +154,13 @@ def apply_pipeline_rule(
     family = proba[:, cols.family].sum(axis=1)
     p_qso = proba[:, cols.qso] if cols.qso is not None else np.zeros(n, np.float32)
     rest = proba[:, cols.other].max(axis=1) if cols.other else np.zeros(n, np.float32)
-    out = PipelineRuleResult(proba, np.full(n, "", dtype=object), np.zeros(n, bool), np.full(n, "", dtype=object),
+    out = PipelineRuleResult(proba, np.full(n, "", dtype="U6"), np.zeros(n, bool), np.full(n, "", dtype="U32"),
                              np.full(n, np.nan), np.full((n, 3), np.nan))
     top_gal = family >= np.maximum(p_qso, rest)
     top_qso = (cols.qso is not None) & ~top_gal & (p_qso >= rest)
     for i in np.flatnonzero(top_gal | top_qso):
         _rule_row(out, i, cols, bool(top_gal[i]), loglam, flux[i], ivar[i], gens[i], margin)
-    return PipelineRuleResult(proba, out.template_class.astype(str), out.measured, out.subclass.astype(str),
-                              out.z, out.rchi2)
+    return out
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,13 @@ def solutions(obj: ObjectSpectrum, generation: str, kinds: tuple[str, ...] | Non
     return good + bad
 
 
+def clear_margin(diff: float, rchi2: float, margin: float = MIN_RCHI2DIFF) -> bool:
+    """True when chi2/dof difference ``diff`` to the next solution is at least ``margin`` and at
+    least ``margin * rchi2``: the pipeline's test for *not* setting SMALL_DELTA_CHI2 (spreduce1d.pro
+    ``minrchi2diff``); False when ``diff`` is NaN."""
+    return bool(np.isfinite(diff)) and diff >= margin and diff >= margin * rchi2
+
+
 def rchi2diff(sols: list[Minimum]) -> float:
     """chi2/dof of the next solution more than 1000 km/s from the best, minus the best's."""
     if not sols or not np.isfinite(sols[0].rchi2):
@@ -135,8 +142,7 @@ def decide(obj: ObjectSpectrum, generation: str | None = None, run2d: str = "") 
                                per_class, z_class, gen, None, sols)
     best = sols[0]
     diff = rchi2diff(sols)
-    small = (not np.isfinite(diff)) or diff < MIN_RCHI2DIFF or diff < MIN_RCHI2DIFF * best.rchi2
-    if small:
+    if not clear_margin(diff, best.rchi2):
         zw |= SMALL_DELTA_CHI2
     cls = "STAR" if best.kind in ("STAR", "CV") else best.kind
     sub = ("CV" if best.kind == "CV" else best.name) if cls == "STAR" else ""
