@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from specclass.io import read_spectrum
-from specclass.pipeline_rule import MARGIN, applies, apply_pipeline_rule, decisive
+from specclass.pipeline_rule import (MARGIN, STAR_OVERTURN_RATIO, applies, apply_pipeline_rule, decisive,
+                                     overturns_star)
 
 QSO_FILE = "spectra2/spec-0851-52376-0443.fits"
 BLUE_QSO_FILE = "spectra2/spec-1224-52765-0334.fits"  # a weak-line z = 0.51 QSO the network calls STAR
@@ -46,7 +47,7 @@ def test_template_fits_decide_galaxy_vs_qso_on_real_spectra(sdss_dir):
         [0.05, 0.80, 0.15, 0.00],  # the QSO, called GALAXY by the network
         [0.00, 0.02, 0.98, 0.00],  # the galaxy, called QSO
         [0.99, 0.00, 0.01, 0.00],  # the Seyfert 2, called AGN: stays AGN
-        [0.02, 0.03, 0.05, 0.90],  # a star: not fitted
+        [0.02, 0.03, 0.05, 0.90],  # a star: fitted, and its star fit wins, so it stays
     ], np.float32)
     res = apply_pipeline_rule(proba, SEED4, loglam, flux, ivar, "sdss")
     assert res.template_class.tolist() == ["QSO", "GALAXY", "QSO", ""]
@@ -57,7 +58,7 @@ def test_template_fits_decide_galaxy_vs_qso_on_real_spectra(sdss_dir):
     # narrow-line AGN by the pipeline's own line rule: kept in the galaxy family, as SDSS labels it
     assert res.subclass[2] == "AGN" and res.proba[2].argmax() == SEED4.index("AGN")
     np.testing.assert_array_equal(res.proba[3], proba[3])
-    assert np.isnan(res.rchi2[3]).all() and not res.measured[3]
+    assert res.rchi2[3, 2] < np.min(res.rchi2[3, :2]) and not res.measured[3]
     np.testing.assert_allclose(res.proba.sum(axis=1), 1.0, atol=1e-6)
     assert proba[0, 1] == np.float32(0.80)  # the input is not modified
 
@@ -106,9 +107,9 @@ def test_cli_flag_and_its_old_name_turn_the_rule_off(flag):
         assert build_parser().parse_args(command).pipeline_rule is None
 
 
-def test_the_star_step_adds_stars_and_never_removes_one(sdss_dir, shared_data):
-    # a LAMOST F5 star (another survey, BOSS-generation templates) the network calls QSO, and an SDSS
-    # quasar the network calls STAR: the first becomes a STAR, the second keeps the network's STAR
+def test_the_star_step_adds_stars(sdss_dir, shared_data):
+    # a LAMOST F5 star (another survey, BOSS-generation templates) the network calls QSO becomes a
+    # STAR; an SDSS quasar the network calls STAR is the next test's
     lamost = shared_data / "other_surveys" / "lamost" / "bt_spectraldl"
     star = sorted(lamost.glob("spec-55967-GAC_073N44_V4_sp06-093.fits*"))
     if not star:
@@ -119,15 +120,44 @@ def test_the_star_step_adds_stars_and_never_removes_one(sdss_dir, shared_data):
     proba = np.array([[0.10, 0.10, 0.70, 0.10], [0.00, 0.00, 0.02, 0.98]], np.float32)
     res = apply_pipeline_rule(proba, SEED4, loglam, np.vstack([flux, qflux]), np.vstack([ivar, qivar]),
                               ["boss", "sdss"])
-    assert res.template_class.tolist() == ["STAR", ""]
+    assert res.template_class.tolist()[0] == "STAR"
     assert res.rchi2[0, 2] < min(res.rchi2[0, :2]) - MARGIN and not res.measured[0]
     np.testing.assert_allclose(res.proba[0], [0.0, 0.0, 0.0, 1.0], atol=1e-6)
-    np.testing.assert_array_equal(res.proba[1], proba[1])  # the network's STAR call stands
     # class3 runs get the star step too; a run without STAR never gets it
     c3 = apply_pipeline_rule(proba[:1, 1:] / proba[:1, 1:].sum(), ["GALAXY", "QSO", "STAR"], loglam, flux, ivar, "boss")
     assert c3.proba[0].argmax() == 2
     no_star = apply_pipeline_rule(np.array([[0.2, 0.8]], np.float32), ["GALAXY", "QSO"], loglam, flux, ivar, "boss")
     assert no_star.template_class[0] in ("GALAXY", "QSO", "") and np.isnan(no_star.rchi2[0, 2])
+
+
+def test_a_network_star_call_gives_way_only_to_a_far_better_galaxy_or_qso_fit(sdss_dir, shared_data):
+    # the inputs that broke it: SDSS broad-line objects the cross-validated networks called STAR at
+    # p > 0.8 (a z = 0.51 QSO BROADLINE; the z = 0.003 GALAXY AGN BROADLINE spec-0522-52024-0396,
+    # class3), and the LAMOST star whose star templates fit worst relative to the GALAXY/QSO ones
+    # (chi2/dof ratio 1.38), which must stay a STAR; so must an SDSS white dwarf
+    lamost = shared_data / "other_surveys" / "lamost" / "cmost"
+    star = sorted(lamost.glob("spec-55859-F5902_sp01-002.fits*"))
+    if not star:
+        pytest.skip(f"{lamost} missing")
+    _, loglam, lflux, livar = _gridded(star[0].parent, [star[0].name])
+    specs, _, flux, ivar = _gridded(sdss_dir, [BLUE_QSO_FILE, "spectra/spec-0522-52024-0396.fits", STAR_FILE])
+    assert [s.meta.class_ for s in specs] == ["QSO", "GALAXY", "STAR"]
+    flux, ivar = np.vstack([flux, lflux]), np.vstack([ivar, livar])
+    proba = np.array([[0.00, 0.00, 0.02, 0.98], [0.05, 0.15, 0.0, 0.80], [0.0, 0.05, 0.05, 0.90],
+                      [0.0, 0.10, 0.10, 0.80]], np.float32)
+    res = apply_pipeline_rule(proba, SEED4, loglam, flux, ivar, ["sdss", "sdss", "sdss", "boss"])
+    assert [SEED4[k] for k in res.proba.argmax(1)] == ["QSO", "GALAXY", "STAR", "STAR"]  # SDSS: AGN BROADLINE
+    assert res.template_class.tolist()[:2] == ["QSO", "GALAXY"] and res.template_class[3] == ""
+    assert res.rchi2[0, 2] > STAR_OVERTURN_RATIO * res.rchi2[0, 1]
+    assert res.rchi2[1, 2] > STAR_OVERTURN_RATIO * res.rchi2[1, 0] and res.measured[1] and res.subclass[1] != "AGN"
+    assert 1.2 < res.rchi2[3, 2] / np.nanmin(res.rchi2[3, :2]) < STAR_OVERTURN_RATIO
+    np.testing.assert_array_equal(res.proba[2:], proba[2:])  # the network's STAR calls stand
+    np.testing.assert_allclose(res.proba.sum(1), 1.0, atol=1e-6)
+    assert not overturns_star(np.nan, 1.0) and not overturns_star(1.4, 1.0) and overturns_star(1.5, 1.0)
+    # class3: the galaxy is a GALAXY
+    c3 = apply_pipeline_rule(np.array([[0.2, 0.0, 0.8]], np.float32), ["GALAXY", "QSO", "STAR"], loglam,
+                             flux[1:2], ivar[1:2], "sdss")
+    assert c3.proba[0].argmax() == 0
 
 
 def test_a_spectrum_with_one_good_pixel_keeps_the_networks_call(sdss_dir):

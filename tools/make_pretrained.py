@@ -128,12 +128,15 @@ def model_card(run: Path, dataset: Path, scheme: str, train_args: list[str]) -> 
         probs = "Probabilities are temperature-calibrated"
     command = " ".join(["python tools/make_pretrained.py", dataset.name, "--scheme", scheme,
                         *(["--", *train_args] if train_args else [])])
+    from specclass.pipeline_rule import STAR_OVERTURN_RATIO
+
     names = cfg.get("class_names", [])
     rule = ("" if not ("GALAXY" in names and ({"QSO", "AGN"} & set(names))) else
             "\nOn SDSS's 1e-4 dex pixels `predict`/`evaluate` apply the SDSS pipeline's own decisions on top of the\n"
             "network (`specclass.pipeline_rule`): STAR when the star templates fit better than the GALAXY and QSO\n"
             "eigenspectra, else GALAXY vs QSO by those fits, when chi2/dof differs by at least the pipeline's 0.01 margin"
             + (", AGN vs GALAXY by the BPT rule on the measured emission lines" if "AGN" in names else "")
+            + f";\na network STAR call gives way only to a GALAXY or QSO fit {STAR_OVERTURN_RATIO:g} times better in chi2/dof"
             + " (columns\n`network_class`, `template_class`, `line_subclass`; `--no-pipeline-rule` gives the network's own call).")
     pr = metrics.get("pipeline_rule") or {}
     network = ("" if not pr else
