@@ -162,6 +162,13 @@ def test_a_network_star_call_gives_way_only_to_a_far_better_galaxy_or_qso_fit(sd
     broad = apply_pipeline_rule(proba[:1], SEED4, loglam, bflux, bivar, "sdss")
     assert 1.3 < broad.rchi2[0, 2] / np.nanmin(broad.rchi2[0, :2]) < STAR_OVERTURN_RATIO
     assert broad.proba[0, 3] == 0.0 and broad.template_class[0] in ("GALAXY", "QSO")
+    # a star-forming galaxy (SDSS GALAXY STARFORMING) the demo's network called STAR, whose star
+    # templates fit 1.47 times worse: its four BPT lines at the GALAXY redshift, which no star of
+    # ../shared shows, overturn the call
+    _, _, eflux, eivar = _gridded(sdss_dir, ["spectra2/spec-0390-51900-0282.fits"])
+    sf = apply_pipeline_rule(proba[:1], SEED4, loglam, eflux, eivar, "sdss")
+    assert 1.3 < sf.rchi2[0, 2] / np.nanmin(sf.rchi2[0, :2]) < STAR_OVERTURN_RATIO
+    assert [SEED4[k] for k in sf.proba.argmax(1)] == ["GALAXY"] and sf.subclass[0] == "STARFORMING"
     # class3: the galaxy is a GALAXY
     c3 = apply_pipeline_rule(np.array([[0.2, 0.0, 0.8]], np.float32), ["GALAXY", "QSO", "STAR"], loglam,
                              flux[1:2], ivar[1:2], "sdss")

@@ -17,7 +17,8 @@ measures the rest the pipeline's way, for every spectrum whose network family is
    P(STAR) takes the whole probability of the galaxy and QSO families.
    A network STAR call gives way only to a far better GALAXY or QSO fit, chi2/dof at least
    :data:`STAR_OVERTURN_RATIO` times lower (:func:`overturns_star`), or to a better one (by the
-   margin) when the lines fitted at the QSO redshift pass the pipeline's BROADLINE test (broad-line
+   margin) when the lines show what no star does: the four BPT emission lines at the GALAXY redshift,
+   or the pipeline's BROADLINE test passed at the QSO redshift (emission-line galaxies and broad-line
    quasars are never stars); P(STAR) then goes to the better-fitting family and the next steps
    decide. On other surveys the network finds stars the templates miss (LAMOST STAR recall 0.954
    network vs 0.938 template fit), while the templates find the stars the network misses (0.954 ->
@@ -59,13 +60,14 @@ from specclass.spectro1d.classify import MIN_RCHI2DIFF, clear_margin
 MARGIN = MIN_RCHI2DIFF
 #: A network STAR call stands unless the best star template's chi2/dof is at least this many times
 #: the best GALAXY/QSO fit's (:func:`overturns_star`), or the GALAXY/QSO fit is better by the margin
-#: and the lines at the QSO redshift are broad (the pipeline's BROADLINE test). The star templates
-#: fit real stars of other surveys worse than SDSS's own: on the 112 LAMOST stars in ../shared the
-#: largest ratio is 1.38, and none of those above 1 shows a broad line at its QSO redshift
-#: (``benchmarks/accuracy.py`` LAMOST column); the broad-line quasars and galaxies the cross-validated
-#: or packaged networks called STAR reach 1.38-3.2 (spec-0581-52356-0226 1.38 and spec-0568-52254-0039
-#: 1.44, QSO BROADLINE, by the broad-line test; spec-1224-52765-0334 QSO BROADLINE 2.9 and
-#: spec-0522-52024-0396 GALAXY AGN BROADLINE 3.2 by the ratio).
+#: and the lines show a BPT SUBCLASS at the GALAXY redshift or broad lines at the QSO redshift. The
+#: star templates fit real stars of other surveys worse than SDSS's own: on the 112 LAMOST stars in
+#: ../shared the largest ratio is 1.38, and none of those above 1 shows either kind of line
+#: (``benchmarks/accuracy.py`` LAMOST column); the emission-line objects the cross-validated, packaged
+#: or demo networks called STAR reach 1.38-3.2 (spec-0581-52356-0226 1.38 and spec-0568-52254-0039
+#: 1.44, QSO BROADLINE, by the broad-line test; spec-0390-51900-0282 GALAXY STARFORMING 1.47 by its BPT
+#: lines; spec-1224-52765-0334 QSO BROADLINE 2.9 and spec-0522-52024-0396 GALAXY AGN BROADLINE 3.2 by
+#: the ratio).
 STAR_OVERTURN_RATIO = 1.5
 
 
@@ -223,13 +225,35 @@ class _Columns:
         return [j for j in range(len(self.names)) if j not in self.family and j != self.qso]
 
 
-def _broad_lines(obj, z: float, generation: str) -> bool:
-    """True when the lines fitted the QSO way at redshift ``z`` pass the pipeline's BROADLINE test
-    (a line other than Lyα at > 10 sigma with sigma - 5 sigma_err > 200 km/s, :mod:`.spectro1d.lines`)."""
+#: The BPT SUBCLASS words (:func:`.spectro1d.lines.subclass_from_lines`): all four BPT lines detected.
+EMISSION_SUBCLASSES = frozenset({"AGN", "STARFORMING", "STARBURST"})
+
+
+def _star_call_gives_way(obj, gal, qso, rchi2: np.ndarray, generation: str,
+                         margin: float) -> tuple[bool, str | None]:
+    """Whether a network STAR call gives way (module docstring, step 0), and the line SUBCLASS at the
+    GALAXY redshift when it was measured on the way (None otherwise).
+
+    It gives way to a GALAXY/QSO fit :data:`STAR_OVERTURN_RATIO` times better in chi2/dof
+    (:func:`overturns_star`), or to one better by ``margin`` when the lines show what the stars of
+    ../shared never do at those redshifts: the four BPT emission lines at the GALAXY redshift (an
+    emission-line galaxy) or the pipeline's BROADLINE test passed at the QSO redshift (a broad-line QSO).
+    """
+    from specclass.spectro1d.galaxy import lines_subclass
     from specclass.spectro1d.lines import fit_lines, subclass_from_lines
 
-    fit = fit_lines(obj.loglam, obj.flux, obj.ivar, z, "QSO", generation=generation)
-    return "BROADLINE" in subclass_from_lines(fit).split()
+    best_other = np.nanmin(rchi2[:2]) if np.isfinite(rchi2[:2]).any() else np.nan
+    if overturns_star(rchi2[2], best_other, margin):
+        return True, None
+    if not beats(best_other, rchi2[2], margin):
+        return False, None
+    sub = lines_subclass(obj, gal.z, generation) if gal is not None else None
+    if sub is not None and EMISSION_SUBCLASSES & set(sub.split()):
+        return True, sub
+    if qso is None:
+        return False, None
+    fit = fit_lines(obj.loglam, obj.flux, obj.ivar, qso.z, "QSO", generation=generation)
+    return "BROADLINE" in subclass_from_lines(fit).split(), sub
 
 
 def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, loglam: np.ndarray,
@@ -256,9 +280,8 @@ def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, log
                 rchi2[2] = stars[0].rchi2
             best_other = np.nanmin(rchi2[:2]) if np.isfinite(rchi2[:2]).any() else np.nan
             if network == "STAR":
-                if not (overturns_star(rchi2[2], best_other, margin)
-                        or (beats(best_other, rchi2[2], margin) and qso is not None
-                            and _broad_lines(obj, qso.z, generation))):
+                gives_way, sub = _star_call_gives_way(obj, gal, qso, rchi2, generation, margin)
+                if not gives_way:
                     return
                 is_gal = bool(rchi2[0] <= rchi2[1]) if np.isfinite(rchi2[:2]).all() else bool(np.isfinite(rchi2[0]))
                 to = cols.galaxy if is_gal else cols.qso
