@@ -137,7 +137,7 @@ def model_card(run: Path, dataset: Path, scheme: str, train_args: list[str]) -> 
             "eigenspectra, else GALAXY vs QSO by those fits, when chi2/dof differs by at least the pipeline's 0.01 margin"
             + (", AGN vs GALAXY by the BPT rule on the measured emission lines" if "AGN" in names else "")
             + f";\na network STAR call gives way only to a GALAXY or QSO fit {STAR_OVERTURN_RATIO:g} times better in chi2/dof, "
-            "or better by that margin with emission lines no star shows (the four BPT lines, or broad lines)"
+            "or better by the 0.01 margin with emission lines no star shows: the four BPT lines or broad lines"
             + " (columns\n`network_class`, `template_class`, `line_subclass`; `--no-pipeline-rule` gives the network's own call).")
     pr = metrics.get("pipeline_rule") or {}
     network = ("" if not pr else
