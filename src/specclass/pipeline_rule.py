@@ -43,7 +43,8 @@ Measured (``benchmarks/accuracy.py``, 5-fold grouped cross-validation on 266 rea
 spectra, out-of-fold, README "Benchmarks"): every network measured gains; the shipped seed4
 recipe goes from 0.809 (network) and 0.896 (line step only) to 0.920 balanced accuracy (0.919 when
 the network's STAR calls always stood), class3 from 0.925 to 0.951 (0.941); LAMOST STAR recall (the
-fold models pooled) from 0.954 / 0.939 to 0.984 / 0.982. Spectra not on SDSS's 1e-4 dex pixels keep the network's call (:func:`applies`).
+fold models pooled) from 0.954 / 0.939 to 0.984 / 0.982. Spectra not on SDSS's 1e-4 dex pixels keep
+the network's call (:func:`applies`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ MARGIN = MIN_RCHI2DIFF
 #: lines; spec-1224-52765-0334 QSO BROADLINE 2.9 and spec-0522-52024-0396 GALAXY AGN BROADLINE 3.2 by
 #: the ratio).
 STAR_OVERTURN_RATIO = 1.5
+#: The BPT SUBCLASS words (:func:`.spectro1d.lines.subclass_from_lines`): all four BPT lines detected.
+EMISSION_SUBCLASSES = frozenset({"AGN", "STARFORMING", "STARBURST"})
 
 
 @dataclass(frozen=True)
@@ -223,10 +226,6 @@ class _Columns:
     @property
     def other(self) -> list[int]:
         return [j for j in range(len(self.names)) if j not in self.family and j != self.qso]
-
-
-#: The BPT SUBCLASS words (:func:`.spectro1d.lines.subclass_from_lines`): all four BPT lines detected.
-EMISSION_SUBCLASSES = frozenset({"AGN", "STARFORMING", "STARBURST"})
 
 
 def _star_call_gives_way(obj, gal, qso, rchi2: np.ndarray, generation: str,
