@@ -228,7 +228,7 @@ class _Columns:
         return [j for j in range(len(self.names)) if j not in self.family and j != self.qso]
 
 
-def _star_call_gives_way(obj, gal, qso, rchi2: np.ndarray, generation: str,
+def _star_call_gives_way(obj, gal, qso, rchi2: np.ndarray, best_other: float, generation: str,
                          margin: float) -> tuple[bool, str | None]:
     """Whether a network STAR call gives way (module docstring, step 0), and the line SUBCLASS at the
     GALAXY redshift when it was measured on the way (None otherwise).
@@ -239,9 +239,7 @@ def _star_call_gives_way(obj, gal, qso, rchi2: np.ndarray, generation: str,
     emission-line galaxy) or the pipeline's BROADLINE test passed at the QSO redshift (a broad-line QSO).
     """
     from specclass.spectro1d.galaxy import lines_subclass
-    from specclass.spectro1d.lines import fit_lines, subclass_from_lines
 
-    best_other = np.nanmin(rchi2[:2]) if np.isfinite(rchi2[:2]).any() else np.nan
     if overturns_star(rchi2[2], best_other, margin):
         return True, None
     if not beats(best_other, rchi2[2], margin):
@@ -251,8 +249,7 @@ def _star_call_gives_way(obj, gal, qso, rchi2: np.ndarray, generation: str,
         return True, sub
     if qso is None:
         return False, None
-    fit = fit_lines(obj.loglam, obj.flux, obj.ivar, qso.z, "QSO", generation=generation)
-    return "BROADLINE" in subclass_from_lines(fit).split(), sub
+    return "BROADLINE" in (lines_subclass(obj, qso.z, generation, "QSO") or "").split(), sub
 
 
 def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, loglam: np.ndarray,
@@ -279,10 +276,10 @@ def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, log
                 rchi2[2] = stars[0].rchi2
             best_other = np.nanmin(rchi2[:2]) if np.isfinite(rchi2[:2]).any() else np.nan
             if network == "STAR":
-                gives_way, sub = _star_call_gives_way(obj, gal, qso, rchi2, generation, margin)
+                gives_way, sub = _star_call_gives_way(obj, gal, qso, rchi2, best_other, generation, margin)
                 if not gives_way:
                     return
-                is_gal = bool(rchi2[0] <= rchi2[1]) if np.isfinite(rchi2[:2]).all() else bool(np.isfinite(rchi2[0]))
+                is_gal = bool(rchi2[0] == best_other)  # the better-fitting family takes P(STAR)
                 to = cols.galaxy if is_gal else cols.qso
                 p[to] += p[cols.star]
                 p[cols.star] = 0.0
@@ -294,7 +291,8 @@ def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, log
                 return
         out.template_class[i] = winner = decisive(rchi2[0], rchi2[1], margin)
         if winner == "QSO" and is_gal:
-            sub = lines_subclass(obj, gal.z, generation)
+            if sub is None:  # not yet measured at the GALAXY redshift by the STAR check
+                sub = lines_subclass(obj, gal.z, generation)
             if sub == "AGN":  # a narrow-line AGN stays a galaxy (module docstring)
                 winner = "GALAXY"
         fam = p[cols.family].sum()

@@ -409,8 +409,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         changed = sum(r["network_class"] != r["predicted_class"] for r in ruled)
         print(f"SDSS pipeline rule (STAR and GALAXY vs QSO by template fits, AGN vs GALAXY by the measured lines where "
               f"the run has AGN; --no-pipeline-rule: the network's own): {changed} of {len(ruled)} network labels "
-              f"changed (columns "
-              f"network_class, template_class, line_subclass)")
+              f"changed (columns network_class, template_class, line_subclass)")
     if args.spectro1d and rows:
         agree = sum(r["spectro1d_label"] == r["predicted_class"] for r in rows)
         print(f"emulated SDSS pipeline (spectro1d): agrees with the network on {agree} of {len(rows)}")

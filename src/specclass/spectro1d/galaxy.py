@@ -93,8 +93,9 @@ def best_fit(obj: ObjectSpectrum, generation: str, kind: str) -> Minimum | None:
     return best
 
 
-def lines_subclass(obj: ObjectSpectrum, z: float, generation: str) -> str | None:
+def lines_subclass(obj: ObjectSpectrum, z: float, generation: str, class_: str = "GALAXY") -> str | None:
     """The pipeline's line SUBCLASS at redshift ``z`` (:func:`.lines.fit_lines` then
-    :func:`.lines.subclass_from_lines`); None when no line lies in the spectrum's range."""
-    fit = fit_lines(obj.loglam, obj.flux, obj.ivar, z, "GALAXY", generation=generation)
+    :func:`.lines.subclass_from_lines`), the lines fitted the ``class_`` way ('GALAXY' or 'QSO':
+    background and initial widths); None when no line lies in the spectrum's range."""
+    fit = fit_lines(obj.loglam, obj.flux, obj.ivar, z, class_, generation=generation)
     return None if fit is None else subclass_from_lines(fit)
