@@ -31,7 +31,7 @@ def _derive(src: Path, dst: Path, edit) -> Path:
 
 
 def _assert_same(a, b) -> None:
-    for name in ("loglam", "flux", "ivar", "and_mask"):
+    for name in ("loglam", "flux", "ivar", "and_mask", "or_mask"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype
         np.testing.assert_array_equal(x, y)
@@ -119,7 +119,7 @@ def test_column_offsets_with_every_tform(lite: Path, tmp_path: Path) -> None:
         ]
         by = {c.name: c for c in h[1].columns}
         flux64 = fits.Column(name="flux", format="D", array=np.asarray(d["flux"], dtype=np.float64))
-        order = extra[:3] + [flux64] + extra[3:6] + [by["loglam"], by["and_mask"]] + extra[6:] + [by["ivar"]]
+        order = extra[:3] + [flux64] + extra[3:6] + [by["loglam"], by["and_mask"], by["or_mask"]] + extra[6:] + [by["ivar"]]
         return fits.HDUList([h[0], fits.BinTableHDU.from_columns(order, name="COADD"), h[2], h[3]])
 
     odd = _derive(lite, tmp_path / "odd-columns.fits", shuffle)

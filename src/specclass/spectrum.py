@@ -71,6 +71,9 @@ class Spectrum:
             information. Files without errors get ``ivar = 1`` where flux is finite.
         and_mask: ``(npix,)`` int32 SPPIXMASK AND-mask bits; zeros if the file has none.
         meta: :class:`SpectrumMeta`.
+        or_mask: ``(npix,)`` int32 SPPIXMASK OR-mask bits (a bit set in any exposure);
+            zeros if the file has none (the BOSS pipeline masks its BADSKYCHI and
+            REDMONSTER pixels before the redshift fits, :mod:`specclass.spectro1d`).
 
     All arrays are native-endian and C-contiguous; the constructor checks and
     converts, so nothing big-endian leaves a reader.
@@ -84,14 +87,18 @@ class Spectrum:
     ivar: np.ndarray
     and_mask: np.ndarray
     meta: SpectrumMeta = field(default_factory=SpectrumMeta)
+    or_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.loglam = np.ascontiguousarray(self.loglam, dtype=np.float32)
         self.flux = np.ascontiguousarray(self.flux, dtype=np.float32)
         self.ivar = np.ascontiguousarray(self.ivar, dtype=np.float32)
         self.and_mask = np.ascontiguousarray(self.and_mask, dtype=np.int32)
+        if self.or_mask is None:
+            self.or_mask = np.zeros(self.loglam.shape, dtype=np.int32)
+        self.or_mask = np.ascontiguousarray(self.or_mask, dtype=np.int32)
         n = self.loglam.shape
-        for name in ("flux", "ivar", "and_mask"):
+        for name in ("flux", "ivar", "and_mask", "or_mask"):
             arr = getattr(self, name)
             if arr.ndim != 1 or arr.shape != n:
                 raise ValueError(

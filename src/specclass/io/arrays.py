@@ -52,6 +52,7 @@ def build_spectrum(
     meta: SpectrumMeta,
     *,
     nonfinite: str = "mask",
+    or_mask: np.ndarray | None = None,
 ) -> Spectrum:
     """Validate reader output and return a :class:`Spectrum`.
 
@@ -64,9 +65,10 @@ def build_spectrum(
         meta: metadata; ``meta.extra`` receives ``'n_nonfinite'``.
         nonfinite: ``'mask'`` (default) zeroes flux and ivar of NaN/inf pixels;
             ``'raise'`` makes them an error.
+        or_mask: ``(npix,)`` OR-mask bits like ``and_mask``, or ``None`` for zeros.
 
     Returns:
-        :class:`Spectrum` with float32 ``loglam``/``flux``/``ivar`` and int32 ``and_mask``.
+        :class:`Spectrum` with float32 ``loglam``/``flux``/``ivar`` and int32 ``and_mask``/``or_mask``.
 
     Raises:
         SpectrumReadError: empty spectrum, shape mismatch, non-finite/unsorted/out-of-range
@@ -79,14 +81,9 @@ def build_spectrum(
     flux = _native(flux, "f4")
     ivar = _native(ivar, "f4")
     n = loglam.shape[0] if loglam.ndim == 1 else -1
-    if and_mask is None:
-        and_mask = np.zeros(max(n, 0), dtype=np.int32)
-    else:
-        am = np.asarray(and_mask)
-        if am.dtype.kind == "f":
-            am = np.where(np.isfinite(am), am, 0).astype(np.int64)
-        and_mask = _native(am, "i4")
-    for name, arr in (("loglam", loglam), ("flux", flux), ("ivar", ivar), ("and_mask", and_mask)):
+    and_mask = _mask_bits(and_mask, n)
+    or_mask = _mask_bits(or_mask, n)
+    for name, arr in (("loglam", loglam), ("flux", flux), ("ivar", ivar), ("and_mask", and_mask), ("or_mask", or_mask)):
         if arr.ndim != 1:
             raise SpectrumReadError(path, f"{name} is not 1-D (shape {arr.shape})")
         if arr.shape[0] != n:
@@ -98,7 +95,7 @@ def build_spectrum(
         if not np.isfinite(loglam).all():
             raise SpectrumReadError(path, f"wavelength has {int((~np.isfinite(loglam)).sum())} NaN/inf values")
         if (np.diff(loglam) < 0).all():
-            loglam, flux, ivar, and_mask = (a[::-1].copy() for a in (loglam, flux, ivar, and_mask))
+            loglam, flux, ivar, and_mask, or_mask = (a[::-1].copy() for a in (loglam, flux, ivar, and_mask, or_mask))
         else:
             raise SpectrumReadError(path, "wavelengths are not strictly increasing")
     lo, hi = float(loglam[0]), float(loglam[-1])
@@ -120,4 +117,14 @@ def build_spectrum(
         flux[bad] = 0.0
         ivar[bad] = 0.0
     meta.extra["n_nonfinite"] = n_bad
-    return Spectrum(loglam=loglam, flux=flux, ivar=ivar, and_mask=and_mask, meta=meta)
+    return Spectrum(loglam=loglam, flux=flux, ivar=ivar, and_mask=and_mask, meta=meta, or_mask=or_mask)
+
+
+def _mask_bits(mask: np.ndarray | None, n: int) -> np.ndarray:
+    """Mask bits as native int32 (float-coded masks: non-finite values become 0); zeros when None."""
+    if mask is None:
+        return np.zeros(max(n, 0), dtype=np.int32)
+    m = np.asarray(mask)
+    if m.dtype.kind == "f":
+        m = np.where(np.isfinite(m), m, 0).astype(np.int64)
+    return _native(m, "i4")

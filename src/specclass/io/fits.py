@@ -306,7 +306,7 @@ def read_spec_hdul(
     missing = [c.lower() for c in ("FLUX", "LOGLAM", "IVAR") if c not in cols]
     if missing:
         raise SpectrumReadError(path, f"HDU 1 (COADD) lacks column(s) {', '.join(missing)}")
-    check_case_duplicates(coadd, ("FLUX", "LOGLAM", "IVAR", "AND_MASK"), path, "HDU 1 (COADD)")
+    check_case_duplicates(coadd, ("FLUX", "LOGLAM", "IVAR", "AND_MASK", "OR_MASK"), path, "HDU 1 (COADD)")
     specobj, specobj_name = _find_hdu(hdul, ("SPECOBJ", "SPALL"), 2)
     labels = "file"
     if specobj is None:
@@ -326,6 +326,7 @@ def read_spec_hdul(
     loglam = column_pixels(data, cols["LOGLAM"], path, "HDU 1 (COADD)")
     ivar = column_pixels(data, cols["IVAR"], path, "HDU 1 (COADD)")
     and_mask = column_pixels(data, cols["AND_MASK"], path, "HDU 1 (COADD)") if "AND_MASK" in cols else None
+    or_mask = column_pixels(data, cols["OR_MASK"], path, "HDU 1 (COADD)") if "OR_MASK" in cols else None
     try:
         row0 = specobj.data[0] if specobj is not None else {}
         row = {c: row0[scols[c]] for c in SPECOBJ_COLUMNS if c in scols}
@@ -343,7 +344,7 @@ def read_spec_hdul(
         extra={"reader": reader, "hdu2": specobj_name, "has_ivar": True,
                **({"labels": "missing"} if labels == "missing" else {})},
     )
-    return build_spectrum(path, loglam, flux, ivar, and_mask, meta, nonfinite=nonfinite)
+    return build_spectrum(path, loglam, flux, ivar, and_mask, meta, nonfinite=nonfinite, or_mask=or_mask)
 
 
 # ------------------------------------------------------------------ DR7 spSpec

@@ -407,18 +407,19 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
     missing = [c for c in COADD_FLOAT if c not in layout1.columns]
     if missing:
         raise Unsupported(f"HDU 1 lacks {missing}")
-    names1 = COADD_FLOAT + (("AND_MASK",) if "AND_MASK" in layout1.columns else ())
+    names1 = COADD_FLOAT + tuple(m for m in ("AND_MASK", "OR_MASK") if m in layout1.columns)
     if layout1.duplicates.intersection(names1):  # astropy's reader gives the reason
         raise Unsupported(f"HDU 1 has columns whose names differ only in case: {sorted(layout1.duplicates)}")
     for name in names1:
         code = layout1.columns[name].code
-        if code not in (("I", "J", "K") if name == "AND_MASK" else ("E", "D")):
+        if code not in (("I", "J", "K") if name in ("AND_MASK", "OR_MASK") else ("E", "D")):
             raise Unsupported(f"HDU 1 column {name} has format {code}")
     dtype1 = _struct(layout1, names1, 1)
     src.ensure(d1 + naxis1 * nrows, "HDU 1 (COADD) data")
     table = np.frombuffer(src.buf, dtype=dtype1, count=nrows, offset=d1)
     loglam, flux, ivar = table["LOGLAM"], table["FLUX"], table["IVAR"]
     and_mask = table["AND_MASK"] if "AND_MASK" in names1 else None
+    or_mask = table["OR_MASK"] if "OR_MASK" in names1 else None
     pos = d1 + _padded(naxis1 * nrows)
 
     # HDU 2: SPECOBJ / SPALL (one row)
@@ -468,7 +469,7 @@ def _read(src: _Source, nonfinite: str) -> Spectrum:
         extra={"reader": "native", "hdu2": layout2.extname, "has_ivar": True,
                **({"trailing_bytes": trailing} if trailing else {})},
     )
-    return build_spectrum(path, loglam, flux, ivar, and_mask, meta, nonfinite=nonfinite)
+    return build_spectrum(path, loglam, flux, ivar, and_mask, meta, nonfinite=nonfinite, or_mask=or_mask)
 
 
 def read_spec_bytes(data: bytes, path: str, *, nonfinite: str = "mask", strict: bool = False) -> Spectrum | None:
