@@ -33,7 +33,7 @@ def _read(sdss_dir, name):
 def test_galaxy_subclass_matches_the_pipeline_on_real_spectra(sdss_dir, name, expected):
     spec = _read(sdss_dir, name)
     assert spec.meta.subclass == expected  # what the SDSS pipeline wrote in the file
-    res = galaxy_subclass(spec.loglam, spec.flux, spec.ivar, spec.and_mask, run2d=spec.meta.run2d)
+    res = galaxy_subclass(spec.loglam, spec.flux, spec.ivar, spec.and_mask, run2d=spec.meta.run2d, or_mask=spec.or_mask)
     assert res.subclass == expected
     assert abs(res.z - spec.meta.z) * C_KMS / (1 + spec.meta.z) < 1000.0
     assert np.isfinite(res.rchi2) and res.rchi2 > 0
@@ -121,7 +121,7 @@ def test_sdss_reductions_fit_one_shared_line_width(sdss_dir, name, expected):
 
     spec = _read(sdss_dir, name)
     assert spec.meta.run2d == "26" and spec.meta.subclass == expected
-    res = galaxy_subclass(spec.loglam, spec.flux, spec.ivar, spec.and_mask, run2d=spec.meta.run2d)
+    res = galaxy_subclass(spec.loglam, spec.flux, spec.ivar, spec.and_mask, run2d=spec.meta.run2d, or_mask=spec.or_mask)
     assert res.subclass == expected
     obj = prepare(spec.loglam, spec.flux, spec.ivar, spec.and_mask)
     fit = fit_lines(obj.loglam, obj.flux, obj.ivar, res.z, "GALAXY", generation="sdss")

@@ -85,10 +85,12 @@ def test_galaxy_agn_subclass_from_the_line_fit(sdss_dir):
         assert area[n] > 3 * err[n] > 0
 
 
-def test_fully_masked_spectrum_gives_no_class(sdss_dir):
+def test_fully_masked_spectrum_gets_the_pipelines_no_data_answer(sdss_dir):
     spec = _spec(sdss_dir, "spec-0269-51581-0003.fits")  # ivar = 0 everywhere
     r = classify_spectrum(spec)
-    assert r.class_ == "" and r.unknown and np.isnan(r.z)
+    assert not r.fitted and r.unknown and r.lines is None
+    # the file's SPECOBJ row: CLASS GALAXY, Z 0, ZWARNING 6 (LITTLE_COVERAGE | SMALL_DELTA_CHI2)
+    assert (r.class_, r.z, r.zwarning) == (spec.meta.class_, spec.meta.z, spec.meta.zwarning) == ("GALAXY", 0.0, 6)
 
 
 def test_runs_on_the_specclass_grid(sdss_dir):
@@ -182,3 +184,63 @@ def test_mastar_o_star_is_a_star_with_the_boss_templates(sdss_dir):
     assert lab["class"].tolist() == ["STAR"]
     with pytest.raises(ValueError, match="generation"):
         pipeline_labels(row0.loglam, row0.flux, row0.ivar, lines=False, use_cache=False, generation=["x"])
+
+
+def _spec_any(sdss_dir, name):
+    for folder in ("spectra", "spectra2", "spectra3"):
+        path = sdss_dir / folder / name
+        if path.exists():
+            return read_spectrum(path)
+    pytest.skip(f"{name} missing from {sdss_dir}")
+
+
+def _specobj(spec_path_name, sdss_dir):
+    from astropy.io import fits
+
+    for folder in ("spectra", "spectra2", "spectra3"):
+        path = sdss_dir / folder / spec_path_name
+        if path.exists():
+            with fits.open(path) as hdul:
+                row = hdul[2].data[0]
+                return {k: row[k] for k in ("RCHI2", "DOF", "TCOLUMN", "NPOLY", "Z")}
+    pytest.skip(f"{spec_path_name} missing")
+
+
+@pytest.mark.parametrize("name", ["spec-7338-56664-0695.fits", "spec-9367-57758-0500.fits",
+                                  "spec-3655-55240-0743.fits"])
+def test_boss_sky_mask_leaves_the_pipelines_degrees_of_freedom(sdss_dir, name):
+    """BOSS reductions mask OR-mask BADSKYCHI/REDMONSTER pixels, not AND-mask BRIGHTSKY
+    (which dropped 400-700 pixels too many on these files)."""
+    from specclass.spectro1d.zscan import BRIGHTSKY
+
+    spec = _spec_any(sdss_dir, name)
+    row = _specobj(name, sdss_dir)
+    obj = prepare(spec.loglam, spec.flux, spec.ivar, spec.and_mask, spec.or_mask, generation="boss")
+    used = int(row["DOF"]) + int((row["TCOLUMN"] >= 0).sum()) + int(row["NPOLY"])
+    assert abs(int((obj.ivar > 0).sum()) - used) <= 3
+    old = prepare(spec.loglam, spec.flux, spec.ivar, spec.and_mask, generation="sdss")
+    assert (spec.and_mask & BRIGHTSKY).any() and int((old.ivar > 0).sum()) < used - 100
+
+
+def test_minimum_chi2_is_the_pipelines_gaussian_fit(sdss_dir):
+    """A bright quasar's chi2/dof minimum is sharp: the pipeline's Gaussian fit over +-11 lags
+    gives RCHI2 1.4826112 (the lowest lag is 1.4625; a parabola over the minima finder's
+    +-14 lags gave 1.77 and lost the CLASS of other spectra)."""
+    spec = _spec_any(sdss_dir, "spec-7338-56664-0695.fits")
+    row = _specobj("spec-7338-56664-0695.fits", sdss_dir)
+    r = classify_spectrum(spec, lines=False)
+    assert r.class_ == "QSO"
+    assert r.rchi2 == pytest.approx(float(row["RCHI2"]), abs=2e-4)
+    assert abs(r.z - float(row["Z"])) / (1 + r.z) * C_KMS < 50
+
+
+@pytest.mark.parametrize("name, want", [
+    ("spec-8398-57870-0908.fits", ("GALAXY", "AGN BROADLINE")),  # was QSO with BRIGHTSKY masking
+    ("spec-9367-57758-0500.fits", ("STAR", "CV")),  # S/N ~1: CV's fitted minimum beats QSO by 0.03
+    ("spec-0581-52356-0226.fits", ("QSO", "BROADLINE")),  # was GALAXY z 0.93 with the parabola
+    ("spec-2101-53858-0049.fits", ("GALAXY", "AGN")),  # was QSO with the parabola
+])
+def test_class_and_subclass_of_former_disagreements(sdss_dir, name, want):
+    spec = _spec_any(sdss_dir, name)
+    r = classify_spectrum(spec)
+    assert (r.class_, r.subclass) == want == (spec.meta.class_, spec.meta.subclass)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 #: Bumped whenever the emulator's decision changes, so stale cached labels are not reused.
-EMULATOR_VERSION = "spectro1d-2"
+EMULATOR_VERSION = "spectro1d-3"
 
 
 def cache_dir() -> Path:
@@ -46,7 +46,8 @@ def _label_block(args: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarra
     }
     for i in range(n):
         r = classify(loglam, flux[i], ivar[i], run2d="", generation=str(generation[i]), lines=lines)
-        out["class"][i], out["subclass"][i] = r.class_, r.subclass
+        # no fit at all (no data): no label, not the pipeline's placeholder GALAXY
+        out["class"][i], out["subclass"][i] = (r.class_, r.subclass) if r.fitted else ("", "")
         out["z"][i], out["rchi2diff"][i], out["zwarning"][i] = r.z, r.rchi2diff, r.zwarning
     out["class"] = out["class"].astype(str)
     out["subclass"] = out["subclass"].astype(str)

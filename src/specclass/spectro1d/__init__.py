@@ -27,7 +27,8 @@ from specclass.spectro1d.templates import TemplateError, template_generation
 from specclass.spectro1d.zscan import ScanError, prepare
 
 __all__ = [
-    "Spectro1dResult", "ScanError", "TemplateError", "classify", "classify_spectrum", "template_generation",
+    "Spectro1dResult", "ScanError", "TemplateError", "classify", "classify_prepared", "classify_spectrum",
+    "template_generation",
 ]
 
 
@@ -37,6 +38,7 @@ def classify(
     ivar: np.ndarray,
     and_mask: np.ndarray | None = None,
     run2d: str = "",
+    or_mask: np.ndarray | None = None,
     generation: str | None = None,
     lines: bool = True,
 ) -> Spectro1dResult:
@@ -47,22 +49,38 @@ def classify(
             or :class:`specclass.spectra.grid.LogLamGrid`).
         flux: ``(N,)`` 1e-17 erg/s/cm²/Å.
         ivar: ``(N,)`` inverse variance (0 = no data).
-        and_mask: ``(N,)`` SPPIXMASK AND-mask (BRIGHTSKY pixels are masked), or None.
+        and_mask: ``(N,)`` SPPIXMASK AND-mask, or None (BRIGHTSKY pixels are masked for
+            SDSS-I/II reductions).
         run2d: the reduction (picks the template generation; '' = from the wavelength range).
+        or_mask: ``(N,)`` SPPIXMASK OR-mask, or None (BADSKYCHI/REDMONSTER pixels are masked
+            for BOSS reductions, as the BOSS pipeline does; :func:`.zscan.prepare`).
         generation: force 'sdss' (-53724 templates) or 'boss' (later ones).
         lines: also fit emission lines for GALAXY/QSO and set the SUBCLASS.
 
     Returns:
-        :class:`~specclass.spectro1d.classify.Spectro1dResult`; ``class_ == ''`` when no
-        template fit had more than 10 degrees of freedom (e.g. a fully masked spectrum).
+        :class:`~specclass.spectro1d.classify.Spectro1dResult`; when no template fit had
+        more than 10 degrees of freedom (e.g. a fully masked spectrum) ``fitted`` is False
+        and the rest is what the pipeline writes for such a fiber (GALAXY, z = 0, unknown).
 
     Raises:
         ScanError: arrays of different lengths or a non-uniform wavelength grid.
         TemplateError: a shipped template file is missing.
     """
-    obj = prepare(loglam, flux, ivar, and_mask)
-    res = decide(obj, generation=generation, run2d=run2d)
-    if lines and res.class_ in ("GALAXY", "QSO"):
+    loglam = np.asarray(loglam, dtype=np.float64)
+    gen = generation or template_generation(run2d, float(loglam[-1]) if loglam.size else None)
+    return classify_prepared(prepare(loglam, flux, ivar, and_mask, or_mask, generation=gen), gen, lines=lines)
+
+
+def classify_prepared(obj, generation: str, lines: bool = True) -> Spectro1dResult:
+    """:func:`classify` for a spectrum already through :func:`.zscan.prepare` (masks applied).
+
+    Args:
+        obj: :class:`.zscan.ObjectSpectrum`.
+        generation: 'sdss' or 'boss'.
+        lines: also fit emission lines for GALAXY/QSO and set the SUBCLASS.
+    """
+    res = decide(obj, generation=generation)
+    if lines and res.fitted and res.class_ in ("GALAXY", "QSO"):
         fit = fit_lines(obj.loglam, obj.flux, obj.ivar, res.z, res.class_, generation=res.generation)
         res.lines = None if fit is None else {
             "area": fit.area, "area_err": fit.area_err, "ew": fit.ew, "ew_err": fit.ew_err,
@@ -80,4 +98,4 @@ def classify_spectrum(spec, generation: str | None = None, lines: bool = True) -
             spectra): grid it first with :mod:`specclass.spectra.grid`.
     """
     return classify(spec.loglam, spec.flux, spec.ivar, spec.and_mask, run2d=spec.meta.run2d,
-                    generation=generation, lines=lines)
+                    or_mask=spec.or_mask, generation=generation, lines=lines)

@@ -35,7 +35,8 @@ class Spectro1dResult:
     """What the emulated pipeline says about one spectrum (an spZbest row, emulated).
 
     Attributes:
-        class_: 'GALAXY', 'QSO' or 'STAR' (best solution), '' when nothing could be fitted.
+        class_: 'GALAXY', 'QSO' or 'STAR' (best solution; 'GALAXY' when nothing could be
+            fitted, as in the pipeline, with ``fitted`` False).
         subclass: star template name for stars; for GALAXY/QSO the emission-line
             subclass ('AGN', 'STARFORMING', 'STARBURST', each possibly followed by
             'BROADLINE', or 'BROADLINE' alone, or '') when lines were fitted.
@@ -50,6 +51,9 @@ class Spectro1dResult:
         generation: template generation used ('sdss' or 'boss').
         lines: emission-line measurements at the best redshift (:mod:`.lines`), or None.
         solutions: every minimum, sorted (spZall rows).
+        fitted: False when no trial redshift of any template left more than 10 degrees of
+            freedom (e.g. a fully masked spectrum); the result is then the pipeline's answer
+            for such a fiber -- GALAXY, z = 0, RCHI2DIFF 0, ``unknown`` -- and means "no data".
     """
 
     class_: str
@@ -65,6 +69,7 @@ class Spectro1dResult:
     generation: str
     lines: dict | None = None
     solutions: list[Minimum] = field(default_factory=list, repr=False)
+    fitted: bool = True
 
 
 #: Star sets with more templates than this are first fitted on every ``STAR_COARSE_STEP``-th
@@ -90,7 +95,7 @@ def solutions(obj: ObjectSpectrum, generation: str, kinds: tuple[str, ...] | Non
                 keep = np.sort(np.argsort(best, kind="stable")[:STAR_KEEP])
                 curves = scan(obj, ts, members=keep)
         for curve in (curves if curves is not None else scan(obj, ts)):
-            out.extend(find_minima(curve, ts.nfind, ts.width))
+            out.extend(find_minima(curve, ts.nfind, ts.width, ts.fit_width))
     bad = [m for m in out if not np.isfinite(m.rchi2)]
     good = sorted((m for m in out if np.isfinite(m.rchi2)), key=lambda m: m.rchi2)
     return good + bad
@@ -138,8 +143,12 @@ def decide(obj: ObjectSpectrum, generation: str | None = None, run2d: str = "") 
     wcoverage = float((obj.ivar > 0).sum() * DLOGLAM)
     zw = LITTLE_COVERAGE if wcoverage < MIN_WCOVERAGE else 0
     if not sols or not np.isfinite(sols[0].rchi2):
-        return Spectro1dResult("", "", np.nan, np.nan, np.nan, np.nan, zw | SMALL_DELTA_CHI2, True,
-                               per_class, z_class, gen, None, sols)
+        # What spreduce1d writes for a fiber without usable pixels: every fit keeps its
+        # initial chi2 = dof = z = 0, the sort leaves them in fitting order (GALAXY first),
+        # no solution has dof > 0 to compare with (RCHI2DIFF 0, SMALL_DELTA_CHI2). SDSS's
+        # fully masked spec-0269-51581-0003 reads CLASS GALAXY, Z 0, ZWARNING 6.
+        return Spectro1dResult("GALAXY", "", 0.0, 0.0, 0.0, 0.0, zw | SMALL_DELTA_CHI2, True,
+                               per_class, z_class, gen, None, sols, fitted=False)
     best = sols[0]
     diff = rchi2diff(sols)
     if not clear_margin(diff, best.rchi2):

@@ -44,6 +44,7 @@ def galaxy_subclass(
     and_mask: np.ndarray | None = None,
     generation: str | None = None,
     run2d: str = "",
+    or_mask: np.ndarray | None = None,
 ) -> GalaxyLines:
     """The pipeline's line SUBCLASS of one spectrum taken to be a GALAXY.
 
@@ -55,6 +56,7 @@ def galaxy_subclass(
         generation: 'sdss' (-53724 templates) or 'boss' (later ones); None picks it from
             ``run2d`` and the wavelength range (:func:`.templates.template_generation`).
         run2d: the reduction's RUN2D, when known.
+        or_mask: ``(N,)`` SPPIXMASK OR-mask, or None (masks as in :func:`.zscan.prepare`).
 
     Returns:
         :class:`GalaxyLines`; seed4's AGN is ``subclass == 'AGN'`` exactly (SDSS
@@ -64,8 +66,9 @@ def galaxy_subclass(
         specclass.spectro1d.ScanError: arrays of different lengths or a non-uniform grid.
         specclass.spectro1d.TemplateError: a shipped template file is missing.
     """
-    obj = prepare(loglam, flux, ivar, and_mask)
-    gen = generation or template_generation(run2d, float(obj.loglam[-1]))
+    loglam = np.asarray(loglam, dtype=np.float64)
+    gen = generation or template_generation(run2d, float(loglam[-1]) if loglam.size else None)
+    obj = prepare(loglam, flux, ivar, and_mask, or_mask, generation=gen)
     best = best_fit(obj, gen, "GALAXY")
     if best is None:
         return GalaxyLines(None, float("nan"), float("nan"))
@@ -87,7 +90,7 @@ def best_fit(obj: ObjectSpectrum, generation: str, kind: str) -> Minimum | None:
     ts = next(t for t in load_template_sets(generation) if t.kind == kind)
     best = None
     for curve in scan(obj, ts):
-        for m in find_minima(curve, 1, ts.width):
+        for m in find_minima(curve, 1, ts.width, ts.fit_width):
             if np.isfinite(m.rchi2) and (best is None or m.rchi2 < best.rchi2):
                 best = m
     return best

@@ -49,13 +49,16 @@ GENERATIONS: dict[str, dict[str, str]] = {
     },
 }
 
-#: ``(npoly, zmin, zmax, nfind, width_pixels)`` per kind, from spreduce1d.pro (v5): the
-#: minima finder's width is ``5*pspace`` (GALAXY, stars) and ``7*pspace`` (QSO).
-FIT_SETTINGS: dict[str, tuple[int, float, float, int, int]] = {
-    "GALAXY": (3, -0.01, 1.00, 5, 10),
-    "QSO": (3, 0.0033, 7.00, 5, 28),
-    "STAR": (4, -0.004, 0.004, 1, 5),
-    "CV": (3, -0.0033, 0.0033, 1, 5),
+#: ``(npoly, zmin, zmax, nfind, width_pixels, fit_width_pixels)`` per kind, from
+#: spreduce1d.pro (v5): the minima finder's separation ``width`` is ``5*pspace`` (GALAXY,
+#: stars) and ``7*pspace`` (QSO); ``fit_width`` is the half-width in lags of the points
+#: whose minimum is fitted for the reported Z and chi2/dof (``zrefind``'s ``width`` = 5 for
+#: GALAXY, 11 for QSO; ``zfind``'s ``width=5*pspace`` for stars and CV stars).
+FIT_SETTINGS: dict[str, tuple[int, float, float, int, int, int]] = {
+    "GALAXY": (3, -0.01, 1.00, 5, 10, 5),
+    "QSO": (3, 0.0033, 7.00, 5, 28, 11),
+    "STAR": (4, -0.004, 0.004, 1, 5, 5),
+    "CV": (3, -0.0033, 0.0033, 1, 5, 5),
 }
 
 #: Pixel step of every SDSS spectrum and template, log10 Å (SDSS data model, COEFF1).
@@ -80,7 +83,9 @@ class TemplateSet:
         npoly: polynomial columns appended to every fit.
         zmin, zmax: trial redshift range.
         nfind: solutions kept per fitted unit.
-        width: pixels over which a chi2 minimum is fitted / separated.
+        width: lags that separate two chi2 minima of one fit.
+        fit_width: half-width in lags of the points whose minimum is fitted
+            (:func:`specclass.spectro1d.zscan.find_minima`).
         separate: True when each eigen row is its own fit (STAR), False when all rows
             are fitted together (GALAXY, QSO, CV).
     """
@@ -96,6 +101,7 @@ class TemplateSet:
     nfind: int
     width: int
     separate: bool
+    fit_width: int = 5
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -209,12 +215,13 @@ def load_template_sets(generation: str) -> tuple[TemplateSet, ...]:
     out = []
     for kind, file in GENERATIONS[generation].items():
         eigen, loglam0, names = _read(file)
-        npoly, zmin, zmax, nfind, width = FIT_SETTINGS[kind]
+        npoly, zmin, zmax, nfind, width, fit_width = FIT_SETTINGS[kind]
         separate = kind == "STAR"
         out.append(TemplateSet(
             kind=kind, file=file.replace(".gz", ""), loglam0=loglam0, eigen=eigen,
             names=tuple(_star_subclass(n) for n in names) if separate else (kind,),
             npoly=npoly, zmin=zmin, zmax=zmax, nfind=nfind, width=width, separate=separate,
+            fit_width=fit_width,
         ))
     return tuple(out)
 

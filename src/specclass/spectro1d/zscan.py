@@ -17,7 +17,10 @@ so all lags come from a handful of FFTs (or, for the few lags of the star fits, 
 matrix product), then ``chi2(l) = S - b . A^-1 b`` for all lags in one batched solve.
 This gives the pipeline's numbers (up to floating-point rounding) at every lag, where the
 pipeline itself scans GALAXY/QSO on every 2nd/4th lag and refines near the 5 best minima
-(``zrefind``); scanning every lag can only find the same or a lower minimum.
+(``zrefind``); scanning every lag can only find the same or a lower minimum. The chi2/dof a
+minimum reports -- the number that decides CLASS -- is, as in the pipeline, the value of a
+Gaussian-plus-constant fit to the chi2 curve around the lowest lag (:func:`find_minima`), not
+the lowest lag itself.
 """
 
 from __future__ import annotations
@@ -32,9 +35,16 @@ from specclass.spectro1d.templates import DLOGLAM, TemplateSet
 #: Minimum degrees of freedom for a lag to count (zcompute's MINDOF default).
 MINDOF = 10
 
-#: SPPIXMASK bit 23, BRIGHTSKY: sky-dominated pixels, masked (grown by 2 pixels each side)
-#: before the fits (idlspec2d ``skymask.pro``; bit from the SDSS data model ``sppixmask``).
+#: SPPIXMASK bit 23, BRIGHTSKY: sky-dominated pixels. The SDSS-I/II pipeline (RUN2D 26 and
+#: older) masks them in the AND-mask, grown by 2 pixels each side, before the fits
+#: (idlspec2d ``skymask.pro``; bits from the SDSS data model ``sppixmask``).
 BRIGHTSKY = 1 << 23
+#: SPPIXMASK bits 27 BADSKYCHI and 28 REDMONSTER: what the BOSS pipeline (RUN2D v5_*) masks
+#: instead, in the OR-mask, grown by 2 pixels (the later ``skymask.pro``, where the BRIGHTSKY
+#: test is commented out). Measured on the complete BOSS spec files in ../shared: this
+#: leaves the pipeline's DOF + fitted parameters to within 3 pixels (BRIGHTSKY masking was
+#: 60-740 pixels off), and it decides CLASS/SUBCLASS of spec-8398-57870-0908.
+BOSS_SKYMASK = (1 << 27) | (1 << 28)
 
 #: Pixels this many sigma *below* zero are masked with 2 neighbours on each side
 #: (spreduce1d.pro: "unphysically negative (10-sigma negatives)").
@@ -42,6 +52,9 @@ NEGATIVE_NSIGMA = 10.0
 
 #: Wavelength range used by the v5 pipeline fits (spreduce1d ``chop_data`` default, Å).
 CHOP_DATA = (3600.0, 10400.0)
+
+#: Function evaluations of one minimum's Gaussian fit (MPFIT's limit is 200 iterations).
+MAX_PEAK_EVALS = 200
 
 #: Lag counts up to which the correlations are done as one matrix product instead of FFTs.
 DIRECT_MAX_LAGS = 96
@@ -90,7 +103,14 @@ def on_sdss_pixels(loglam: np.ndarray) -> bool:
     return bool(step.size) and bool(np.abs(step - DLOGLAM).max() <= 0.02 * DLOGLAM)
 
 
-def prepare(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, and_mask: np.ndarray | None = None) -> ObjectSpectrum:
+def prepare(
+    loglam: np.ndarray,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    and_mask: np.ndarray | None = None,
+    or_mask: np.ndarray | None = None,
+    generation: str = "sdss",
+) -> ObjectSpectrum:
     """Apply the pipeline's pre-fit masks to one spectrum on SDSS pixels.
 
     Args:
@@ -98,7 +118,12 @@ def prepare(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, and_mask: np
             or a spectrum on ``specclass.spectra.grid.LogLamGrid``).
         flux: ``(N,)`` 1e-17 erg/s/cm²/Å.
         ivar: ``(N,)`` inverse variance (0 = no data).
-        and_mask: ``(N,)`` SPPIXMASK AND-mask, or None.
+        and_mask: ``(N,)`` SPPIXMASK AND-mask, or None: its BRIGHTSKY pixels are masked
+            for ``generation='sdss'`` (:data:`BRIGHTSKY`).
+        or_mask: ``(N,)`` SPPIXMASK OR-mask, or None: its BADSKYCHI/REDMONSTER pixels are
+            masked for ``generation='boss'`` (:data:`BOSS_SKYMASK`).
+        generation: the reduction's pipeline generation, 'sdss' or 'boss'
+            (:func:`specclass.spectro1d.templates.template_generation`).
 
     Returns:
         :class:`ObjectSpectrum`.
@@ -121,9 +146,11 @@ def prepare(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, and_mask: np
     good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
     ivar = np.where(good, ivar, 0.0)
     flux = np.where(good, flux, 0.0)
-    if and_mask is not None:
-        sky = (np.asarray(and_mask).astype(np.int64) & BRIGHTSKY) != 0
-        ivar[_grow(sky)] = 0.0
+    if generation == "boss":
+        if or_mask is not None:
+            ivar[_grow((np.asarray(or_mask).astype(np.int64) & BOSS_SKYMASK) != 0)] = 0.0
+    elif and_mask is not None:
+        ivar[_grow((np.asarray(and_mask).astype(np.int64) & BRIGHTSKY) != 0)] = 0.0
     neg = flux * np.sqrt(ivar) <= -NEGATIVE_NSIGMA
     ivar[_grow(neg)] = 0.0
     wave = 10**loglam
@@ -348,42 +375,121 @@ class Minimum:
     index: int
 
 
-def find_minima(curve: ScanCurve, nfind: int, width: int) -> list[Minimum]:
-    """The ``nfind`` lowest local minima of a curve, at least ``width`` lags apart.
+def _peak_estimates(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Starting values ``[depth, centre, sigma, baseline]`` for a negative Gaussian through
+    ``(x, y)``: the baseline is the curve's mean height (trapezoid area / x range), the centre
+    its lowest point, the width the area below the baseline over twice the depth (the
+    estimator of Markwardt's ``mpfitpeak``, which idlspec2d's ``find_nminima`` calls)."""
+    dx = 0.5 * np.concatenate([[x[1] - x[0]], x[2:] - x[:-2], [x[-1] - x[-2]]])
+    area = float(np.sum(dx * y))
+    av = area / float(x[-1] - x[0])
+    i = int(np.argmin(y))
+    peak = float(y[i]) - av
+    below = area - float(np.sum(dx * np.minimum(y, av)))
+    if peak == 0:
+        peak = 0.5 * below
+    sigma = below / (2 * abs(peak)) if peak != 0 else 0.0
+    if not np.isfinite(sigma) or sigma == 0:
+        sigma = float(np.median(dx))
+    return np.array([peak, float(x[i]), sigma, av])
 
-    Like idlspec2d's ``find_nminima``: take the lowest valid point, fit a parabola in
-    chi2 vs lag over the ``width`` points around it (sub-pixel redshift, minimum value,
-    and error from the curvature with delta-chi2 = 1), exclude ``width`` lags on each side,
-    repeat.
+
+def _gaussian_minimum(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
+    """idlspec2d ``zfitmin``: a Gaussian plus constant fitted (unweighted, Levenberg-Marquardt)
+    to chi2 values ``y`` at lag offsets ``x`` (the lowest point at ``x = 0``).
 
     Returns:
-        Up to ``nfind`` :class:`Minimum`, lowest first.
+        ``(x_best, y_best, x_err)`` -- the Gaussian's centre, its value there (constant +
+        depth) and the error of the centre -- or None where the pipeline flags the fit
+        (depth above -1 in chi2, i.e. no minimum; centre outside the points), in which case
+        it keeps the lowest point.
+    """
+    from scipy.optimize import least_squares
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        return p[3] + p[0] * np.exp(-0.5 * ((x - p[1]) / p[2]) ** 2) - y
+
+    def jac(p: np.ndarray) -> np.ndarray:
+        u = (x - p[1]) / p[2]
+        e = np.exp(-0.5 * u * u)
+        return np.stack([e, p[0] * e * u / p[2], p[0] * e * u * u / p[2], np.ones_like(x)], axis=1)
+
+    p0 = _peak_estimates(x, y)
+    try:
+        # MPFIT's tolerances; like MPFIT at its iteration limit, a fit still running after
+        # MAX_PEAK_EVALS evaluations keeps its current parameters (a narrow dip between
+        # two lags deepens without end: its value is wherever the iterations stop)
+        fit = least_squares(resid, p0, jac=jac, method="lm", xtol=1e-10, ftol=1e-10, gtol=1e-10,
+                            max_nfev=MAX_PEAK_EVALS)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    p = fit.x
+    if fit.status < 0 or not np.all(np.isfinite(p)) or p[0] >= -1.0 or not (x[0] <= p[1] <= x[-1]):
+        return None
+    # error of the centre: formal (rescaled by the rms residual) and where chi2 rises by 1
+    xerr2 = abs(p[2]) * np.sqrt(2.0 * np.log(p[0] / (p[0] + 1.0)))
+    try:
+        cov = np.linalg.inv(fit.jac.T @ fit.jac)
+        yerr = np.sqrt(np.sum(fit.fun**2) / max(x.size - 4, 1))
+        xerr1 = np.sqrt(max(cov[1, 1], 0.0)) * yerr
+    except np.linalg.LinAlgError:
+        xerr1 = 0.0
+    return float(p[1]), float(p[3] + p[0]), float(np.hypot(xerr1, xerr2))
+
+
+def find_minima(curve: ScanCurve, nfind: int, width: int, fit_width: int | None = None) -> list[Minimum]:
+    """The ``nfind`` lowest local minima of a curve, at least ``width`` lags apart.
+
+    idlspec2d's ``find_nminima``/``zfitmin`` as ``zrefind`` applies them: take the lowest
+    valid point, fit a Gaussian plus constant to chi2 over the points within ``fit_width``
+    lags of it (:func:`_gaussian_minimum`; three points get a parabola), report the fitted
+    centre (sub-pixel redshift) and the fitted value there as the minimum's chi2/dof --
+    or the lowest point itself when the pipeline would flag the fit -- exclude ``width``
+    lags on each side, repeat.
+
+    The fitted value is what decides CLASS: it lies above the lowest point for a sharp
+    minimum (a bright quasar's emission lines) and can lie below it for a noisy, flat one,
+    exactly as in the pipeline's own chi2/dof (measured on the BOSS spectra in ../shared:
+    spec-7338-56664-0695 QSO 1.48261 here, RCHI2 1.4826112 in the file; the lowest lag is 1.4625).
+
+    Args:
+        curve: one :class:`ScanCurve`.
+        nfind: minima to return.
+        width: exclusion half-width in lags around each minimum.
+        fit_width: half-width of the fitted points (default ``width // 2``;
+            :class:`~specclass.spectro1d.templates.TemplateSet` ``fit_width``).
+
+    Returns:
+        Up to ``nfind`` :class:`Minimum`, lowest first (by the lowest point).
     """
     r = curve.rchi2.copy()
     out: list[Minimum] = []
-    half = max(width // 2, 1)
+    half = max(width // 2, 1) if fit_width is None else max(int(fit_width), 1)
     nl = r.size
+    lagidx = np.arange(nl)
     for _ in range(nfind):
         if not np.isfinite(r).any():
             break
         i = int(np.argmin(r))
         lo, hi = max(0, i - half), min(nl, i + half + 1)
-        x = np.arange(lo, hi)
-        y = curve.rchi2[lo:hi]
-        ok = np.isfinite(y)
+        ok = np.isfinite(curve.rchi2[lo:hi])
+        x = (np.arange(lo, hi) - i)[ok].astype(np.float64)
+        dof = curve.dof[lo:hi][ok]
         zi, rmin, zerr = float(curve.z[i]), float(curve.rchi2[i]), 0.0
-        if ok.sum() >= 3 and 0 < i < nl - 1:
-            c2, c1, c0 = np.polyfit(x[ok] - i, y[ok], 2)
-            if c2 > 0:
-                xm = -c1 / (2 * c2)
-                if abs(xm) <= half:
-                    rmin = float(c0 - c1 * c1 / (4 * c2))
-                    # z varies smoothly with lag: interpolate it at the fractional lag
-                    zi = float(np.interp(i + xm, np.arange(nl), curve.z))
-                    dof = float(curve.dof[i])
-                    # chi2 = rchi2 * dof; delta chi2 = 1 -> delta lag = 1/sqrt(c2 dof)
-                    dl = 1.0 / np.sqrt(c2 * max(dof, 1.0))
-                    zerr = float(abs(np.interp(i + xm + dl, np.arange(nl), curve.z) - zi))
+        if x.size >= 3 and x[0] < 0 < x[-1]:
+            meandof = float(dof.mean())
+            y = curve.rchi2[lo:hi][ok] * meandof
+            if x.size == 3:
+                c2, c1, c0 = np.polyfit(x, y, 2)
+                res = (-c1 / (2 * c2), c0 - c1 * c1 / (4 * c2), 1.0 / np.sqrt(c2)) if c2 > 0 else None
+            else:
+                res = _gaussian_minimum(x, y)
+            if res is not None:
+                xm, ybest, xerr = res
+                rmin = ybest / meandof
+                # z varies smoothly with lag: interpolate it at the fractional lag
+                zi = float(np.interp(i + xm, lagidx, curve.z))
+                zerr = float(abs(np.interp(i + xm + xerr, lagidx, curve.z) - zi))
         out.append(Minimum(curve.kind, curve.name, zi, zerr, rmin, float(curve.dof[i]), i))
         r[max(0, i - width) : min(nl, i + width + 1)] = np.inf
     return out
