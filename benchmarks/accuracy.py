@@ -140,12 +140,25 @@ def simulated_sets(n_sim: int, scheme: str, seed: int, sim_labels: str) -> dict[
 
 def emulator_proba(ds: Any, scheme: str) -> np.ndarray:
     """``(N, C)`` one-hot probabilities of the pipeline emulator's label for every row of ``ds``
-    (run on the gridded spectra the networks see, with the template generation of each
-    spectrum's own reduction; uniform where it gives no label)."""
+    (run, like the pipeline rule, on each spectrum's own file -- native pixels, the pipeline's
+    masks -- where it is on SDSS pixels, else on the gridded spectrum the networks see; with the
+    template generation of each spectrum's own reduction; uniform where it gives no label)."""
+    from specclass.pipeline_rule import fit_input
     from specclass.simulate.pipeline_labels import generations, label_indices, pipeline_labels
+    from specclass.spectro1d import classify_prepared
 
-    lab = pipeline_labels(ds.loglam, ds.flux, ds.ivar, lines=scheme != "class3",
-                          generation=generations(ds.meta, len(ds)))
+    gens = generations(ds.meta, len(ds))
+    native = _natives(ds)
+    on_grid = np.array([s is None for s in native], bool)
+    lab = {k: np.empty(len(ds), dtype=object) for k in ("class", "subclass")}
+    if on_grid.any():
+        g = pipeline_labels(ds.loglam, ds.flux[on_grid], ds.ivar[on_grid], lines=scheme != "class3",
+                            generation=np.asarray(gens)[on_grid])
+        lab["class"][on_grid], lab["subclass"][on_grid] = g["class"], g["subclass"]
+    for i in np.flatnonzero(~on_grid):
+        r = classify_prepared(fit_input(ds.loglam, ds.flux[i], ds.ivar[i], native[i], str(gens[i])), str(gens[i]),
+                              lines=scheme != "class3")
+        lab["class"][i], lab["subclass"][i] = (r.class_, r.subclass) if r.fitted else ("", "")
     idx = label_indices(lab, scheme, list(ds.class_names))
     proba = np.full((len(ds), len(ds.class_names)), 1.0 / len(ds.class_names), np.float32)
     rows = np.flatnonzero(idx >= 0)
@@ -384,7 +397,27 @@ def rule_proba(ds: Any, proba: np.ndarray, templates: bool = True) -> np.ndarray
     if proba.ndim == 3:  # (K, N, C); K = 0 when there are no LAMOST spectra
         return np.stack([rule_proba(ds, p, templates) for p in proba]) if len(proba) else proba
     return apply_pipeline_rule(proba, list(ds.class_names), ds.loglam, ds.flux, ds.ivar,
-                               generations(ds.meta, len(ds)), templates=templates).proba
+                               generations(ds.meta, len(ds)), templates=templates, native=_natives(ds)).proba
+
+
+#: Native-pixel spectra per dataset (:func:`_natives`).
+_NATIVE: dict[tuple, list] = {}
+#: ``--rule-on-grid``: no native spectra (every fit on the gridded row).
+_GRID_ONLY = False
+
+
+def _natives(ds: Any) -> list:
+    """:func:`specclass.pipeline_rule.native_spectra` of ``ds``, each file read once per dataset
+    (the rule and the emulator row fit them where the files exist, as ``evaluate`` does)."""
+    from specclass.pipeline_rule import native_spectra
+
+    if _GRID_ONLY:
+        return [None] * len(ds)
+    files = ds.meta["file"] if "file" in ds.meta else []
+    key = (id(ds), len(ds), str(files[0]) if len(files) else "")
+    if key not in _NATIVE:
+        _NATIVE[key] = native_spectra(ds.meta, len(ds))
+    return _NATIVE[key]
 
 
 def run_benchmark(args: argparse.Namespace, on_row: Any = None) -> dict[str, Any]:
@@ -577,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="load a run folder that a previous run of this script finished instead of training it again "
                         "(e.g. add members to an earlier --folds run with the same --work)")
+    p.add_argument("--rule-on-grid", action="store_true",
+                   help="the pipeline rule and the emulator row fit the gridded rows only, never the spectra's own "
+                        "files (what a dataset whose files are gone gets)")
     p.add_argument("--bundle", type=Path, default=None, help="read the real and LAMOST datasets from this file "
                    "(made by --save-bundle) instead of --shared-data")
     p.add_argument("--save-bundle", type=Path, default=None,
@@ -598,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         return 0
     stem = args.stem or ("accuracy-quick" if args.quick else "accuracy")
+    global _GRID_ONLY
+    _GRID_ONLY = args.rule_on_grid
 
     def write(report: dict[str, Any]) -> None:
         write_report(args.out, stem, report, markdown)

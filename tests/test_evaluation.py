@@ -224,7 +224,13 @@ def test_evaluate_run_writes_everything(spectral_run):
     from specclass.pipeline_rule import apply_pipeline_rule
     from specclass.simulate.pipeline_labels import generations
 
-    res = apply_pipeline_rule(network, ds.class_names, ds.loglam, ds.flux, ds.ivar, generations(ds.meta, len(ds)))
+    from specclass.pipeline_rule import native_spectra
+
+    # evaluate fits each row's own file (native pixels, the pipeline's masks) where it is there
+    native = native_spectra(ds.meta, len(ds))
+    assert sum(n is not None for n in native) > 0
+    res = apply_pipeline_rule(network, ds.class_names, ds.loglam, ds.flux, ds.ivar, generations(ds.meta, len(ds)),
+                              native=native)
     expected = res.proba.argmax(axis=1)
     np.testing.assert_array_equal(
         m["confusion_matrix"]["counts"], confusion_matrix(ds.labels, expected, labels=range(4)))

@@ -425,8 +425,10 @@ def evaluate_run(
     if pipeline.enabled(pipeline_rule, class_names, data.loglam):
         from specclass.simulate.pipeline_labels import generations
 
+        # the fits use each spectrum's own file (native pixels, pipeline masks) where it is still there
         rule = pipeline.apply_pipeline_rule(proba, class_names, data.loglam, data.flux, data.ivar,
-                                            generations(data.meta, len(data)))
+                                            generations(data.meta, len(data)),
+                                            native=pipeline.native_spectra(data.meta, len(data)))
         network_proba, proba = proba, rule.proba
     metrics = evaluate_predictions(data.labels, proba, class_names, meta=data.meta)
     metrics["split"] = split

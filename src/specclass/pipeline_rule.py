@@ -28,29 +28,33 @@ measures the rest the pipeline's way, for every spectrum whose network family is
    the emulator's scan, ~20 ms per spectrum). When one family's best chi2/dof beats the other's by
    at least the pipeline's SMALL_DELTA_CHI2 margin (:data:`MARGIN`, absolute and relative), that
    family takes the probability of both (whichever family the network preferred); otherwise the
-   network's split stands. One exception, from the pipeline's taxonomy: a spectrum the network
-   calls a galaxy whose lines at the GALAXY redshift give exactly the narrow-line SUBCLASS 'AGN'
-   (no BROADLINE) stays a galaxy (and takes the QSO probability): SDSS names narrow-line AGN
-   GALAXY AGN, and the QSO eigenspectra, which carry narrow lines too, can fit a
-   bright nearby Seyfert 2 slightly better (spec-2101-53858-0049, GALAXY AGN at z = 0.0036 in
-   SDSS, QSO by 0.7 in chi2/dof in our fit).
+   network's split stands. (Until this release a spectrum the network called a galaxy whose lines gave
+   the narrow-line SUBCLASS 'AGN' stayed a galaxy whatever the fits said, for the Seyfert 2
+   spec-2101-53858-0049; with the pipeline's own fit of each chi2 minimum its GALAXY fit wins, and the
+   exception only kept the SDSS QSO spec-2025-53431-0603 a galaxy, so it is gone.)
 2. **AGN vs GALAXY (line step, runs with GALAXY and AGN classes: seed4)**: for a spectrum now in
    the galaxy family (P(GALAXY) + P(AGN) at least every other class's probability), the lines are
    fitted at the best GALAXY redshift and the BPT rule gives the family's probability to AGN or
    GALAXY (:mod:`specclass.line_subclass`).
 
+**Which pixels are fitted.** A spectrum that is an SDSS file (``native``: ``predict`` on files, or a
+dataset row whose file is still there, :func:`native_spectra`) is fitted on its own pixels with its
+reduction's masks (:func:`fit_input`): those fits are the pipeline's own (the emulator agrees with
+SDSS's CLASS on all 257 FITS spectra of ../shared), so there the lower chi2/dof decides
+(:data:`EXACT_MARGIN`) and a network STAR call gives way to any better GALAXY/QSO fit, as in the
+pipeline. Other rows are fitted on the run's grid with the margin and the STAR protections above.
+
 Measured (``benchmarks/accuracy.py``, 5-fold grouped cross-validation on 266 real SDSS FITS
-spectra, out-of-fold, README "Benchmarks"): every network measured gains; the shipped seed4
-recipe goes from 0.809 (network) and 0.896 (line step only) to 0.920 balanced accuracy (0.919 when
-the network's STAR calls always stood), class3 from 0.925 to 0.951 (0.941); LAMOST STAR recall (the
-fold models pooled) from 0.954 / 0.939 to 0.984 / 0.982. Spectra not on SDSS's 1e-4 dex pixels keep
-the network's call (:func:`applies`).
+spectra, out-of-fold, README "Benchmarks"): the shipped seed4 recipe goes from 0.809 (network) to
+0.958 balanced accuracy (0.916 with the fits on the gridded rows only; last release's rule 0.920),
+class3 from 0.925 to 1.000 (0.955; 0.951); LAMOST STAR recall (the fold models pooled) from 0.954 /
+0.939 to 0.984 / 0.982. Spectra not on SDSS's 1e-4 dex pixels keep the network's call (:func:`applies`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -65,11 +69,16 @@ MARGIN = MIN_RCHI2DIFF
 #: star templates fit real stars of other surveys worse than SDSS's own: on the 112 LAMOST stars in
 #: ../shared the largest ratio is 1.38, and none of those above 1 shows either kind of line
 #: (``benchmarks/accuracy.py`` LAMOST column); the emission-line objects the cross-validated, packaged
-#: or demo networks called STAR reach 1.38-3.2 (spec-0581-52356-0226 1.38 and spec-0568-52254-0039
-#: 1.44, QSO BROADLINE, by the broad-line test; spec-0390-51900-0282 GALAXY STARFORMING 1.47 by its BPT
-#: lines; spec-1224-52765-0334 QSO BROADLINE 2.9 and spec-0522-52024-0396 GALAXY AGN BROADLINE 3.2 by
-#: the ratio).
+#: or demo networks called STAR reach 1.60-3.65 with the pipeline's Gaussian fit of each chi2 minimum
+#: (QSO BROADLINE spec-0568-52254-0039 1.60, spec-0581-52356-0226 1.64, spec-1224-52765-0334 3.38;
+#: GALAXY STARFORMING spec-0390-51900-0282 2.21; GALAXY AGN BROADLINE spec-0522-52024-0396 3.65; with
+#: the parabola fit of the last release 1.38-3.2, and the lines overturned 0568, 0581 and 0390).
 STAR_OVERTURN_RATIO = 1.5
+#: Margin of the star and template steps for an SDSS spectrum fitted on its own pixels with the
+#: pipeline's masks (:func:`is_sdss_reduction`): its fits are the pipeline's own (the emulator agrees
+#: with SDSS's CLASS on all 257 such files in ../shared), so the lower chi2/dof decides, as it does in
+#: the pipeline, where SMALL_DELTA_CHI2 only flags the decision.
+EXACT_MARGIN = 0.0
 #: The BPT SUBCLASS words (:func:`.spectro1d.lines.subclass_from_lines`): all four BPT lines detected.
 EMISSION_SUBCLASSES = frozenset({"AGN", "STARFORMING", "STARBURST"})
 
@@ -149,6 +158,7 @@ def apply_pipeline_rule(
     *,
     templates: bool = True,
     margin: float = MARGIN,
+    native: Sequence[Any | None] | None = None,
 ) -> PipelineRuleResult:
     """Apply the star, template and line steps (module docstring) to a probability table.
 
@@ -162,6 +172,14 @@ def apply_pipeline_rule(
         templates: False skips the star and template steps (the line step alone,
             :mod:`specclass.line_subclass`).
         margin: the template step's chi2/dof margin (:data:`MARGIN`).
+        native: optional, one entry per row: the spectrum on its own pixels (a
+            :class:`specclass.spectrum.Spectrum`, e.g. from :func:`native_spectra`) or None.
+            Where given and on SDSS's 1e-4 dex pixels, the fits use it -- every pixel the
+            pipeline fitted, with the pipeline's own masks (:func:`.spectro1d.zscan.prepare`) --
+            instead of the row on the run's grid, which stops at 9120 Å and is rebinned.
+            Measured on the 257 SDSS FITS spectra of ../shared, the emulator's CLASS agrees with
+            SDSS for all 257 on native pixels and for 250 on the grid
+            (``benchmarks/spectro1d_agreement.py``, ``benchmarks/accuracy.py``).
 
     Returns:
         :class:`PipelineRuleResult`.
@@ -179,6 +197,9 @@ def apply_pipeline_rule(
         raise ValueError(f"proba {proba.shape}, flux {len(flux)} rows and ivar {len(ivar)} rows do not agree "
                          f"with {len(names)} classes")
     gens = [generation] * n if isinstance(generation, str) else list(generation)
+    natives = list(native) if native is not None else [None] * n
+    if len(natives) != n:
+        raise ValueError(f"native has {len(natives)} entries for {n} rows")
     cols = _Columns(names, templates)
     family = proba[:, cols.family].sum(axis=1)
     p_qso = proba[:, cols.qso] if cols.qso is not None else np.zeros(n, np.float32)
@@ -192,7 +213,76 @@ def apply_pipeline_rule(
         top_star = ~top_gal & ~top_qso & (proba.argmax(axis=1) == cols.star)
     for i in np.flatnonzero(top_gal | top_qso | top_star):
         network = "GALAXY" if top_gal[i] else "QSO" if top_qso[i] else "STAR"
-        _rule_row(out, i, cols, network, loglam, flux[i], ivar[i], gens[i], margin)
+        obj = fit_input(loglam, flux[i], ivar[i], natives[i], gens[i])
+        exact = natives[i] is not None and is_sdss_reduction(natives[i])  # fitted on its own pixels
+        _rule_row(out, i, cols, network, obj, gens[i], EXACT_MARGIN if exact else margin, exact)
+    return out
+
+
+def is_sdss_reduction(spec: Any) -> bool:
+    """True for a spectrum as the SDSS pipeline reduced and classified it: on SDSS's 1e-4 dex pixels,
+    with a RUN2D, and not from another survey's pipeline (LAMOST files carry their own 'RUN2D')."""
+    from specclass.spectro1d.templates import BOSS_SURVEYS, SDSS_SURVEYS
+    from specclass.spectro1d.zscan import on_sdss_pixels
+
+    meta = getattr(spec, "meta", None)
+    if meta is None or not str(getattr(meta, "run2d", "") or "").strip():
+        return False
+    survey = str(getattr(meta, "survey", "") or "").strip().lower()
+    return (not survey or survey in SDSS_SURVEYS or survey in BOSS_SURVEYS) and on_sdss_pixels(spec.loglam)
+
+
+def fit_input(loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray, native: Any | None, generation: str):
+    """The :class:`~specclass.spectro1d.zscan.ObjectSpectrum` the fits of one row use.
+
+    Args:
+        loglam: ``(L,)`` the run's grid (log10 Å, 1e-4 dex steps).
+        flux, ivar: ``(L,)`` the row on that grid.
+        native: the same spectrum on its own pixels (:class:`specclass.spectrum.Spectrum`), or None.
+        generation: 'sdss' or 'boss' (which of the pipeline's masks apply).
+
+    Returns:
+        The native spectrum with the pipeline's masks (:func:`.spectro1d.zscan.prepare`) when
+        given and on SDSS's 1e-4 dex pixels, else the grid row.
+    """
+    from specclass.spectro1d.zscan import on_sdss_pixels, prepare
+
+    if native is not None and native.loglam.size > 1 and on_sdss_pixels(native.loglam):
+        return prepare(native.loglam, native.flux, native.ivar, getattr(native, "and_mask", None),
+                       getattr(native, "or_mask", None), generation=generation)
+    return prepare(loglam, np.asarray(flux), np.asarray(ivar))
+
+
+def native_spectra(meta: Any, n: int) -> list[Any | None]:
+    """The native-pixel spectra behind ``n`` dataset rows, for :func:`apply_pipeline_rule`'s ``native``.
+
+    Args:
+        meta: the dataset's metadata (``meta['file']``, and ``meta['row']`` when present).
+        n: number of rows.
+
+    Returns:
+        One :class:`specclass.spectrum.Spectrum` per row whose ``file`` still exists, holds one
+        spectrum (no table ``row``) and is on SDSS's 1e-4 dex pixels; None for the others (those
+        rows are fitted on the grid). Unreadable files give None, never an error.
+    """
+    import os
+
+    from specclass.io import read_spectrum
+    from specclass.spectro1d.zscan import on_sdss_pixels
+
+    files = list(meta["file"]) if "file" in meta else [""] * n
+    rows = list(meta["row"]) if "row" in meta else [""] * n
+    out: list[Any | None] = []
+    for f, r in zip(files, rows):
+        spec = None
+        if f and str(r) in ("", "-1") and os.path.isfile(str(f)):
+            try:
+                spec = read_spectrum(str(f))
+            except Exception:  # noqa: BLE001 - an unreadable file just keeps its grid row
+                spec = None
+            if spec is not None and not on_sdss_pixels(spec.loglam):
+                spec = None
+        out.append(spec)
     return out
 
 
@@ -252,16 +342,16 @@ def _star_call_gives_way(obj, gal, qso, rchi2: np.ndarray, best_other: float, ge
     return "BROADLINE" in (lines_subclass(obj, qso.z, generation, "QSO") or "").split(), sub
 
 
-def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, loglam: np.ndarray,
-              flux: np.ndarray, ivar: np.ndarray, generation: str, margin: float) -> None:
-    """The steps for row ``i`` whose network family is ``network`` ('GALAXY', 'QSO' or 'STAR'), in place."""
+def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, obj, generation: str,
+              margin: float, exact: bool = False) -> None:
+    """The steps for row ``i`` whose network family is ``network`` ('GALAXY', 'QSO' or 'STAR'), fitting
+    ``obj`` (:func:`fit_input`), in place; ``exact``: ``obj`` is an SDSS spectrum on its own pixels
+    with the pipeline's masks, so the fits are the pipeline's and the lowest chi2/dof decides."""
     from specclass.spectro1d.classify import solutions
     from specclass.spectro1d.galaxy import best_fit, lines_subclass
-    from specclass.spectro1d.zscan import prepare
 
     p, rchi2 = out.proba[i], out.rchi2[i]
     is_gal = network == "GALAXY"
-    obj = prepare(loglam, np.asarray(flux), np.asarray(ivar))
     gal = best_fit(obj, generation, "GALAXY")
     if gal is not None:
         out.z[i], rchi2[0] = gal.z, gal.rchi2
@@ -276,7 +366,10 @@ def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, log
                 rchi2[2] = stars[0].rchi2
             best_other = np.nanmin(rchi2[:2]) if np.isfinite(rchi2[:2]).any() else np.nan
             if network == "STAR":
-                gives_way, sub = _star_call_gives_way(obj, gal, qso, rchi2, best_other, generation, margin)
+                if exact:
+                    gives_way = beats(best_other, rchi2[2], margin)
+                else:
+                    gives_way, sub = _star_call_gives_way(obj, gal, qso, rchi2, best_other, generation, margin)
                 if not gives_way:
                     return
                 is_gal = bool(rchi2[0] == best_other)  # the better-fitting family takes P(STAR)
@@ -290,11 +383,6 @@ def _rule_row(out: PipelineRuleResult, i: int, cols: _Columns, network: str, log
                 out.template_class[i] = "STAR"
                 return
         out.template_class[i] = winner = decisive(rchi2[0], rchi2[1], margin)
-        if winner == "QSO" and is_gal:
-            if sub is None:  # not yet measured at the GALAXY redshift by the STAR check
-                sub = lines_subclass(obj, gal.z, generation)
-            if sub == "AGN":  # a narrow-line AGN stays a galaxy (module docstring)
-                winner = "GALAXY"
         fam = p[cols.family].sum()
         if winner == "QSO":
             p[cols.qso] += fam

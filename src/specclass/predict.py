@@ -33,7 +33,10 @@ the SDSS pipeline's own decisions are applied on top of the network
 family, it becomes a STAR when the star templates fit better than the GALAXY and QSO
 eigenspectra by the pipeline's SMALL_DELTA_CHI2 margin, else GALAXY vs QSO is decided by the
 GALAXY/QSO fits when their chi2/dof differ by that margin, and (seed4) AGN vs GALAXY by the
-SDSS BPT rule on the lines measured at the GALAXY redshift. Three columns are added before
+SDSS BPT rule on the lines measured at the GALAXY redshift. An SDSS file is fitted on its own
+pixels with the pipeline's masks (the grid row otherwise); those fits are the pipeline's own,
+so the lower chi2/dof decides without the margin (:data:`specclass.pipeline_rule.EXACT_MARGIN`).
+Three columns are added before
 ``reason`` (:data:`RULE_COLUMNS`): ``network_class`` (the network's own arg-max),
 ``template_class`` (STAR, GALAXY or QSO where the fits decided, else empty) and ``line_subclass``
 (the measured SDSS SUBCLASS, empty where the lines were not measured).
@@ -238,6 +241,7 @@ def predict_files(
     """
     from specclass.io import find_spectrum_files, iter_spectra
     from specclass.spectro1d.templates import generation_of
+    from specclass.spectro1d.zscan import on_sdss_pixels
 
     uncertain_below = check_threshold(uncertain_below)
     run = _as_run(run_dir, fmt)
@@ -252,6 +256,7 @@ def predict_files(
     fluxes: list[np.ndarray] = []
     ivars: list[np.ndarray] = []
     gens: list[str] = []  # template generation of each buffered spectrum (for spectro1d)
+    natives: list[Any] = []  # each buffered spectrum on its own pixels when those are SDSS's (the rule's fits)
     failures: list[dict[str, str]] = []
     rows: list[dict[str, Any]] = []
 
@@ -259,11 +264,12 @@ def predict_files(
         if metas:
             flux, ivar = np.stack(fluxes), np.stack(ivars)
             proba = predict_arrays(run.model, pre, flux, ivar, batch_size=batch_size, temperature=temperature)
-            new = add_pipeline_rule(metas, proba, pre, flux, ivar, gens, pipeline_rule, uncertain_below)
+            new = add_pipeline_rule(metas, proba, pre, flux, ivar, gens, pipeline_rule, uncertain_below, natives)
             if spectro1d:
-                add_spectro1d(new, pre.loglam, flux, ivar, pre.class_names, gens)
+                add_spectro1d(new, pre.loglam, flux, ivar, pre.class_names, gens, natives)
             rows.extend(new)
             gens.clear()
+            natives.clear()
             metas.clear()
             fluxes.clear()
             ivars.clear()
@@ -306,6 +312,7 @@ def predict_files(
         fluxes.append(flux)
         ivars.append(ivar)
         gens.append(generation_of(m.run2d, m.survey))
+        natives.append(spectrum if on_sdss_pixels(spectrum.loglam) else None)
         if len(metas) >= chunk:
             flush()
     flush()
@@ -316,12 +323,14 @@ def predict_files(
 
 def add_pipeline_rule(metas: list[dict[str, Any]], proba: np.ndarray, pre: Preprocessor, flux: Any, ivar: Any,
                       generation: Sequence[str] | str, pipeline_rule: bool | None,
-                      uncertain_below: float = DEFAULT_UNCERTAIN_BELOW) -> list[dict[str, Any]]:
+                      uncertain_below: float = DEFAULT_UNCERTAIN_BELOW,
+                      native: Sequence[Any | None] | None = None) -> list[dict[str, Any]]:
     """Output rows for ``metas`` from ``(N, C)`` probabilities, after the pipeline rule when it applies.
 
     With ``pipeline_rule`` True, or None and a run whose classes and grid allow it
     (:func:`specclass.pipeline_rule.applies`), :func:`specclass.pipeline_rule.apply_pipeline_rule`
-    runs on the gridded ``(N, L)`` ``flux``/``ivar`` and the rows get :data:`RULE_COLUMNS`.
+    runs on the gridded ``(N, L)`` ``flux``/``ivar`` -- or, per row, on ``native`` (the spectrum on
+    its own SDSS pixels, None where not) -- and the rows get :data:`RULE_COLUMNS`.
 
     Raises:
         ValueError: ``pipeline_rule`` is True and the run lacks GALAXY, or both QSO and AGN.
@@ -331,7 +340,7 @@ def add_pipeline_rule(metas: list[dict[str, Any]], proba: np.ndarray, pre: Prepr
     names = pre.class_names
     if not rule.enabled(pipeline_rule, names, pre.loglam):
         return [_row(meta, p, names, uncertain_below) for meta, p in zip(metas, proba)]
-    res = rule.apply_pipeline_rule(proba, names, pre.loglam, flux, ivar, generation)
+    res = rule.apply_pipeline_rule(proba, names, pre.loglam, flux, ivar, generation, native=native)
     rows = []
     for i, meta in enumerate(metas):
         row = _row(meta, res.proba[i], names, uncertain_below)
@@ -343,7 +352,8 @@ def add_pipeline_rule(metas: list[dict[str, Any]], proba: np.ndarray, pre: Prepr
 
 
 def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarray, ivar: np.ndarray,
-                  class_names: list[str], generation: list[str] | str = "sdss") -> None:
+                  class_names: list[str], generation: list[str] | str = "sdss",
+                  native: Sequence[Any | None] | None = None) -> None:
     """Add the emulated SDSS pipeline's decision to prediction rows, in place.
 
     Args:
@@ -354,15 +364,27 @@ def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarr
             into them with 'seed4' (4 classes with AGN) or 'class3' rules.
         generation: template generation per row ('sdss'/'boss', from each file's RUN2D and
             survey: :func:`specclass.spectro1d.templates.generation_of`) or one for all.
+        native: optional, per row, the spectrum on its own SDSS pixels (or None): the emulator
+            then runs on it with the pipeline's masks, as :func:`specclass.pipeline_rule.apply_pipeline_rule`.
 
     Raises:
         specclass.spectro1d.ScanError: the grid is not in uniform 1e-4 dex steps.
     """
-    from specclass.simulate.pipeline_labels import label_indices, pipeline_labels
+    from specclass.pipeline_rule import fit_input
+    from specclass.simulate.pipeline_labels import label_indices
+    from specclass.spectro1d import classify_prepared
 
     scheme_name = "seed4" if "AGN" in class_names else "class3"
-    lab = pipeline_labels(loglam, flux, ivar, lines=scheme_name == "seed4", workers=1, use_cache=False,
-                          generation=generation)
+    n = len(rows)
+    gens = [generation] * n if isinstance(generation, str) else list(generation)
+    natives = list(native) if native is not None else [None] * n
+    lab: dict[str, Any] = {"class": [], "subclass": [], "z": [], "rchi2diff": []}
+    for i in range(n):
+        r = classify_prepared(fit_input(loglam, flux[i], ivar[i], natives[i], gens[i]), gens[i],
+                              lines=scheme_name == "seed4")
+        for k, v in (("class", r.class_ if r.fitted else ""), ("subclass", r.subclass if r.fitted else ""),
+                     ("z", r.z), ("rchi2diff", r.rchi2diff)):
+            lab[k].append(v)
     idx = label_indices(lab, scheme_name, list(class_names))
     for i, row in enumerate(rows):
         row["spectro1d_class"], row["spectro1d_subclass"] = str(lab["class"][i]), str(lab["subclass"][i])
@@ -436,8 +458,11 @@ def predict_dataset(
         })
     from specclass.simulate.pipeline_labels import generations
 
+    from specclass.pipeline_rule import enabled, native_spectra
+
+    native = native_spectra(meta, len(dataset)) if enabled(pipeline_rule, pre.class_names, pre.loglam) else None
     rows = add_pipeline_rule(metas, proba, pre, dataset.flux, dataset.ivar, generations(meta, len(dataset)),
-                             pipeline_rule, uncertain_below)
+                             pipeline_rule, uncertain_below, native)
     if out is not None:
         write_predictions_csv(out, rows, [], pre.class_names)
     return rows
