@@ -82,10 +82,10 @@ def run_dir(two_builds, tmp_path_factory):
 def test_predict_two_workers_write_the_one_process_csv(run_dir, sdss_dir, tmp_path):
     from specclass.predict_shards import predict_files_parallel
 
-    inputs = [sdss_dir / "spectra", sdss_dir / "sky", sdss_dir / "spectra2"]
+    inputs = [sdss_dir / "spectra", sdss_dir / "sky"]
     r1, f1 = predict_files_parallel(run_dir, inputs, workers=1, out=tmp_path / "one.csv")
     r2, f2 = predict_files_parallel(run_dir, inputs, workers=2, out=tmp_path / "two.csv")
-    assert len(r1) > 200 and f1 and f1 == f2  # (rows hold NaN redshifts: compared through the CSV)
+    assert len(r1) > 100 and f1 and f1 == f2  # (rows hold NaN redshifts: compared through the CSV)
     assert [r["file"] for r in r1] == [r["file"] for r in r2]
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
 
