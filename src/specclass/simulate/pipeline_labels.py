@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 #: Bumped whenever the emulator's decision changes, so stale cached labels are not reused.
-EMULATOR_VERSION = "spectro1d-3"
+EMULATOR_VERSION = "spectro1d-4"
 
 
 def cache_dir() -> Path:
