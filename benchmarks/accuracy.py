@@ -144,21 +144,20 @@ def emulator_proba(ds: Any, scheme: str) -> np.ndarray:
     masks -- where it is on SDSS pixels, else on the gridded spectrum the networks see; with the
     template generation of each spectrum's own reduction; uniform where it gives no label)."""
     from specclass.pipeline_rule import fit_input
-    from specclass.simulate.pipeline_labels import generations, label_indices, pipeline_labels
-    from specclass.spectro1d import classify_prepared
+    from specclass.simulate.pipeline_labels import generations, label_indices, label_prepared, pipeline_labels
 
-    gens = generations(ds.meta, len(ds))
+    gens = np.asarray(generations(ds.meta, len(ds)))
     native = _natives(ds)
     on_grid = np.array([s is None for s in native], bool)
     lab = {k: np.empty(len(ds), dtype=object) for k in ("class", "subclass")}
-    if on_grid.any():
-        g = pipeline_labels(ds.loglam, ds.flux[on_grid], ds.ivar[on_grid], lines=scheme != "class3",
-                            generation=np.asarray(gens)[on_grid])
+    lines = scheme != "class3"
+    if on_grid.any():  # the grid rows through the cached, parallel labeller
+        g = pipeline_labels(ds.loglam, ds.flux[on_grid], ds.ivar[on_grid], lines=lines, generation=gens[on_grid])
         lab["class"][on_grid], lab["subclass"][on_grid] = g["class"], g["subclass"]
-    for i in np.flatnonzero(~on_grid):
-        r = classify_prepared(fit_input(ds.loglam, ds.flux[i], ds.ivar[i], native[i], str(gens[i])), str(gens[i]),
-                              lines=scheme != "class3")
-        lab["class"][i], lab["subclass"][i] = (r.class_, r.subclass) if r.fitted else ("", "")
+    rows = np.flatnonzero(~on_grid)
+    g = label_prepared((fit_input(ds.loglam, ds.flux[i], ds.ivar[i], native[i], str(gens[i])) for i in rows),
+                       gens[rows], lines)
+    lab["class"][rows], lab["subclass"][rows] = g["class"], g["subclass"]
     idx = label_indices(lab, scheme, list(ds.class_names))
     proba = np.full((len(ds), len(ds.class_names)), 1.0 / len(ds.class_names), np.float32)
     rows = np.flatnonzero(idx >= 0)

@@ -241,7 +241,6 @@ def predict_files(
     """
     from specclass.io import find_spectrum_files, iter_spectra
     from specclass.spectro1d.templates import generation_of
-    from specclass.spectro1d.zscan import on_sdss_pixels
 
     uncertain_below = check_threshold(uncertain_below)
     run = _as_run(run_dir, fmt)
@@ -256,7 +255,7 @@ def predict_files(
     fluxes: list[np.ndarray] = []
     ivars: list[np.ndarray] = []
     gens: list[str] = []  # template generation of each buffered spectrum (for spectro1d)
-    natives: list[Any] = []  # each buffered spectrum on its own pixels when those are SDSS's (the rule's fits)
+    natives: list[Any] = []  # each buffered spectrum on its own pixels (the rule fits them where they are SDSS's)
     failures: list[dict[str, str]] = []
     rows: list[dict[str, Any]] = []
 
@@ -312,7 +311,7 @@ def predict_files(
         fluxes.append(flux)
         ivars.append(ivar)
         gens.append(generation_of(m.run2d, m.survey))
-        natives.append(spectrum if on_sdss_pixels(spectrum.loglam) else None)
+        natives.append(spectrum)
         if len(metas) >= chunk:
             flush()
     flush()
@@ -371,20 +370,14 @@ def add_spectro1d(rows: list[dict[str, Any]], loglam: np.ndarray, flux: np.ndarr
         specclass.spectro1d.ScanError: the grid is not in uniform 1e-4 dex steps.
     """
     from specclass.pipeline_rule import fit_input
-    from specclass.simulate.pipeline_labels import label_indices
-    from specclass.spectro1d import classify_prepared
+    from specclass.simulate.pipeline_labels import label_indices, label_prepared
 
     scheme_name = "seed4" if "AGN" in class_names else "class3"
     n = len(rows)
     gens = [generation] * n if isinstance(generation, str) else list(generation)
     natives = list(native) if native is not None else [None] * n
-    lab: dict[str, Any] = {"class": [], "subclass": [], "z": [], "rchi2diff": []}
-    for i in range(n):
-        r = classify_prepared(fit_input(loglam, flux[i], ivar[i], natives[i], gens[i]), gens[i],
-                              lines=scheme_name == "seed4")
-        for k, v in (("class", r.class_ if r.fitted else ""), ("subclass", r.subclass if r.fitted else ""),
-                     ("z", r.z), ("rchi2diff", r.rchi2diff)):
-            lab[k].append(v)
+    lab = label_prepared((fit_input(loglam, flux[i], ivar[i], natives[i], gens[i]) for i in range(n)), gens,
+                         lines=scheme_name == "seed4")
     idx = label_indices(lab, scheme_name, list(class_names))
     for i, row in enumerate(rows):
         row["spectro1d_class"], row["spectro1d_subclass"] = str(lab["class"][i]), str(lab["subclass"][i])

@@ -35,23 +35,36 @@ def cache_dir() -> Path:
     return Path(root) / "spectro1d-labels"
 
 
+def label_prepared(objects: Any, generation: Any, lines: bool) -> dict[str, np.ndarray]:
+    """The emulator's labels of spectra already through :func:`specclass.spectro1d.zscan.prepare`.
+
+    Args:
+        objects: ``N`` :class:`~specclass.spectro1d.zscan.ObjectSpectrum` (any iterable).
+        generation: ``(N,)`` template generation per spectrum ('sdss' or 'boss').
+        lines: also fit the lines (SUBCLASS).
+
+    Returns:
+        ``class``, ``subclass`` (``(N,)`` str; '' where nothing could be fitted: no data gives no
+        label, not the pipeline's placeholder GALAXY), ``z``, ``rchi2diff`` (float64) and
+        ``zwarning`` (int32).
+    """
+    from specclass.spectro1d import classify_prepared
+
+    rows = [classify_prepared(obj, str(g), lines=lines) for obj, g in zip(objects, generation)]
+    return {
+        "class": np.array([r.class_ if r.fitted else "" for r in rows], dtype=str),
+        "subclass": np.array([r.subclass if r.fitted else "" for r in rows], dtype=str),
+        "z": np.array([r.z for r in rows], dtype=np.float64),
+        "rchi2diff": np.array([r.rchi2diff for r in rows], dtype=np.float64),
+        "zwarning": np.array([r.zwarning for r in rows], dtype=np.int32),
+    }
+
+
 def _label_block(args: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray]) -> dict[str, np.ndarray]:
-    from specclass.spectro1d import classify
+    from specclass.spectro1d.zscan import prepare
 
     loglam, flux, ivar, lines, generation = args
-    n = flux.shape[0]
-    out: dict[str, Any] = {
-        "class": np.empty(n, dtype=object), "subclass": np.empty(n, dtype=object),
-        "z": np.full(n, np.nan), "rchi2diff": np.full(n, np.nan), "zwarning": np.zeros(n, np.int32),
-    }
-    for i in range(n):
-        r = classify(loglam, flux[i], ivar[i], run2d="", generation=str(generation[i]), lines=lines)
-        # no fit at all (no data): no label, not the pipeline's placeholder GALAXY
-        out["class"][i], out["subclass"][i] = (r.class_, r.subclass) if r.fitted else ("", "")
-        out["z"][i], out["rchi2diff"][i], out["zwarning"][i] = r.z, r.rchi2diff, r.zwarning
-    out["class"] = out["class"].astype(str)
-    out["subclass"] = out["subclass"].astype(str)
-    return out
+    return label_prepared((prepare(loglam, flux[i], ivar[i]) for i in range(flux.shape[0])), generation, lines)
 
 
 def pipeline_labels(
